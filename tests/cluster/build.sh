@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the test control plane from the official Go modules at pinned versions into a cache outside
+# the repo. Each component is built only when its binary for that version is missing, so a machine
+# pays the cold build once.   Usage: build.sh [kubernetes|etcd|kwok|helm]...   (default: all)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+cache=${DARWIN_CACHE:-$HOME/.cache/darwin-operator}
+export GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build GOFLAGS=-modcacherw CGO_ENABLED=0 GOTOOLCHAIN=local
+bin=$cache/bin
+
+log() { echo "build: $*" >&2; }
+
+# Runs a build into a temporary directory and moves it in place only when it succeeded, so an
+# interrupted build never leaves a half-filled version directory that looks complete.
+install_dir() {  # install_dir DEST CMD...
+  local dest=$1; shift
+  local tmp="$dest.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  "$@" "$tmp"
+  rm -rf "$dest"; mv "$tmp" "$dest"
+}
+
+build_kubernetes() {
+  local dest=$bin/kubernetes-$K8S_VERSION minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  [ -x "$dest/kubectl" ] && return
+  log "kubernetes $K8S_VERSION (cold: tens of minutes on 2 cores)"
+  local ldflags="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  _go_build() {
+    (cd "$here/build/kubernetes" && go build -trimpath -ldflags "-s -w$ldflags" -o "$1/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  }
+  install_dir "$dest" _go_build
+}
+
+build_etcd() {
+  local dest=$bin/etcd-$ETCD_VERSION
+  [ -x "$dest/etcd" ] && return
+  log "etcd $ETCD_VERSION"
+  _go_build() {
+    (cd "$here/build/etcd" && go build -trimpath -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3)
+  }
+  install_dir "$dest" _go_build
+}
+
+build_installable() {  # build_installable NAME VERSION PACKAGE
+  local name=$1 version=$2 pkg=$3 dest=$bin/$1-$2
+  [ -x "$dest/$name" ] && return
+  log "$name $version"
+  _go_install() { GOBIN=$1 go install -trimpath -ldflags "-s -w" "$pkg@$version"; }
+  install_dir "$dest" _go_install
+}
+
+build_kwok() { build_installable kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; }
+build_helm() { build_installable helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm)
+for c in "${components[@]}"; do
+  case $c in
+    kubernetes|etcd|kwok|helm) "build_$c" ;;
+    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm)" >&2; exit 2 ;;
+  esac
+done
