@@ -154,6 +154,13 @@ class ServiceSpec(_Model):
     port: int = Field(default=8000, ge=1, le=65535)
 
 
+class PodMetadata(_Model):
+    """Extra labels and annotations for every pod (scrape configs, meshes, cost tags)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class DarwinEndpointSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=512)
     model: ModelSpec
@@ -163,6 +170,7 @@ class DarwinEndpointSpec(_Model):
     health: HealthSpec = Field(default_factory=HealthSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
 
 
 class Condition(_Model):
