@@ -1,0 +1,54 @@
+# Every target first makes .venv (the package installed editable, with its test extras).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+export CLUSTER_DIR
+
+.PHONY: help venv build-cluster cluster-up cluster-down vllm-venv test test-unit test-e2e \
+	lint generate demo demo-down
+
+help:
+	@echo "make demo        run the reference endpoint on the local simulated cluster"
+	@echo "make test        all tests (unit, vLLM command lines, e2e on the local cluster)"
+	@echo "make cluster-up  start the local cluster (kubeconfig: \$$CLUSTER_DIR/kubeconfig)"
+	@echo "make cluster-down / demo-down / generate / lint"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+build-cluster: venv
+	bash tests/cluster/build.sh kubernetes etcd kwok
+
+cluster-up: build-cluster
+	$(PY) tests/cluster/localcluster.py up --dir $(CLUSTER_DIR)
+
+cluster-down: venv
+	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
+
+vllm-venv: venv
+	bash tests/vllm/setup-venv.sh
+
+test: build-cluster vllm-venv
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-e2e: build-cluster
+	$(PY) -m pytest tests/e2e
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+
+# Generated files: the CRD (from the pydantic models) and its copy in the chart.
+generate: venv
+	$(VENV)/bin/darwin-operator crd --output crds/serving.darwin.ai_darwinendpoints.yaml
+	$(VENV)/bin/darwin-operator crd --output charts/darwin-operator/crds/serving.darwin.ai_darwinendpoints.yaml
