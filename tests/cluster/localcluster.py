@@ -422,7 +422,6 @@ class Cluster:
                 str(bins.kwok),
                 f"--kubeconfig={d / 'kwok.kubeconfig'}",
                 f"--config={HERE / 'kwok-stages.yaml'}",
-                "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-ip=10.0.0.1",
                 f"--cidr={POD_CIDR}",
