@@ -2,16 +2,27 @@
 
 These models are the one source of truth. The CRD in crds/ is generated from them (crd.py), so a
 field, default, range or rule is declared here once. Attribute names are snake_case; the wire
-names (aliases) are the camelCase names users write.
+names (aliases) are the camelCase names users write. Field docstrings become the CRD's
+descriptions (`kubectl explain dwe.spec`).
+
+Cross-field rules are `Rule`s kept next to the fields they constrain: each carries the CEL the API
+server evaluates (x-kubernetes-validations) and the same check in Python, with one message, so the
+API server, `darwin-operator render` and the operator all reject a spec in the same words
+(validation.py runs the Python side).
 """
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Annotated, Any
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
+
+from darwin_operator.topology import LABEL_PREFIX, MAX_ENDPOINT_NAME_LENGTH
 
 GROUP = "serving.darwin.ai"
 VERSION = "v1alpha1"
@@ -27,9 +38,166 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-Quantity = Annotated[str | int, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
-# An int-or-percent ("1", 1, "25%") as Deployments take for maxUnavailable / maxSurge.
-IntOrPercent = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+# The same without a sign: CPU, memory and /dev/shm sizes are never negative.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", "^", 1)
+DNS1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label key or extended resource name: optional DNS-subdomain prefix, then a name segment.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+EXTENDED_RESOURCE_PATTERN = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+# Words a shell or vLLM's parser reads as one positional value: no blanks, no leading dash.
+NO_BLANK_NO_DASH_PATTERN = r"^[^-\s]\S*$"
+
+# vLLM flags the operator sets itself (long names without dashes). An extra argument may not set
+# them in any spelling vLLM 0.33's FlexibleArgumentParser accepts: `--x y`, `--x=y`, underscores
+# for dashes, and argparse prefixes (`--tensor-parallel` for `--tensor-parallel-size`). `uds`
+# would move the server off the port the probes and Services use; `config` reads flags from a
+# file that nothing here can check.
+OWNED_VLLM_FLAGS = (
+    "tensor-parallel-size",
+    "pipeline-parallel-size",
+    "nnodes",
+    "node-rank",
+    "master-addr",
+    "master-port",
+    "headless",
+    "host",
+    "port",
+    "uds",
+    "served-model-name",
+    "distributed-executor-backend",
+    "model",
+    "config",
+)
+# vLLM's single-dash aliases of owned flags: -tp, -pp (and argparse's prefix -t, -p) and the
+# one-letter -n/-r, which argparse also reads glued to a value (-n3, -r1).
+OWNED_VLLM_SHORT_ALIASES = ("tp", "pp")
+OWNED_VLLM_SHORT_LETTERS = ("n", "r")
+
+# Environment the operator sets in every pod (engine.py); the user's env may not override it.
+OWNED_ENV_PREFIX = "DARWIN_"
+OWNED_ENV = ("VLLM_HOST_IP", "VLLM_PORT", "VLLM_ENGINE_READY_TIMEOUT_S")
+TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+MAX_EXTRA_ARGS = 128
+MAX_EXTRA_ARG_LENGTH = 2048
+MAX_ENV = 128
+MAX_MAP_ENTRIES = 64
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validation rule: CEL for the API server and the same check in Python, one message.
+
+    `check` receives the value the rule is attached to (a model instance or a scalar) and returns
+    True when it is valid. `field_path` (e.g. ".placement.podsPerGroup") points the API server's
+    error at the field to fix.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field_path: str = ""
+    reason: str = ""
+
+    def schema(self) -> dict[str, str]:
+        rule = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            rule["fieldPath"] = self.field_path
+        if self.reason:
+            rule["reason"] = self.reason
+        return rule
+
+    def validator(self) -> Callable[[Any], Any]:
+        """A pydantic AfterValidator that raises this rule's message."""
+
+        def validate(value: Any) -> Any:
+            if not self.check(value):
+                raise ValueError(self.message)
+            return value
+
+        return validate
+
+
+def _cel_str(value: str) -> str:
+    """A CEL string literal (regular expressions carry backslashes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(_cel_str(value) for value in values) + "]"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_zero(value: int | str) -> bool:
+    return value == 0 if _is_int(value) else re.fullmatch(r"0+%?", str(value)) is not None
+
+
+def _quantity_ok(value: Any) -> bool:
+    if _is_int(value):
+        return value >= 0
+    return isinstance(value, str) and re.match(NON_NEGATIVE_QUANTITY_PATTERN, value) is not None
+
+
+_QUANTITY = Rule(
+    cel=f"type(self) == int ? self >= 0 : self.matches({_cel_str(NON_NEGATIVE_QUANTITY_PATTERN)})",
+    message="must be a non-negative Kubernetes quantity such as 32, 500m or 64Gi",
+    check=_quantity_ok,
+)
+# Kubernetes resource.Quantity: an integer or a string such as "64Gi".
+Quantity = Annotated[
+    str | int,
+    AfterValidator(_QUANTITY.validator()),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 64,
+            "x-kubernetes-validations": [_QUANTITY.schema()],
+        }
+    ),
+]
+
+
+def _int_or_percent_rule(max_percent: int | None) -> Rule:
+    if max_percent is None:
+        pattern, words = r"^[0-9]+%$", "a percentage such as 25%"
+    else:
+        pattern, words = r"^(100|[1-9]?[0-9])%$", "a percentage from 0% to 100%"
+    return Rule(
+        cel=f"type(self) == int ? self >= 0 : self.matches({_cel_str(pattern)})",
+        message=f"must be a non-negative number of groups or {words}",
+        check=lambda v: v >= 0 if _is_int(v) else re.match(pattern, str(v)) is not None,
+    )
+
+
+def _int_or_percent(max_percent: int | None) -> Any:
+    """An int-or-percent ("1", 1, "25%") as Deployments take for maxUnavailable / maxSurge."""
+    rule = _int_or_percent_rule(max_percent)
+    return Annotated[
+        int | str,
+        AfterValidator(rule.validator()),
+        WithJsonSchema(
+            {
+                "x-kubernetes-int-or-string": True,
+                "maxLength": 8,
+                "x-kubernetes-validations": [rule.schema()],
+            }
+        ),
+    ]
+
+
+IntOrPercent = _int_or_percent(max_percent=None)
+IntOrPercentUpTo100 = _int_or_percent(max_percent=100)
+ExtraArg = Annotated[str, Field(max_length=MAX_EXTRA_ARG_LENGTH)]
 
 
 class _Model(BaseModel):
@@ -38,21 +206,34 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         protected_namespaces=(),
+        use_attribute_docstrings=True,
     )
 
+    # Cross-field rules of this model (not inherited): CEL in the CRD, Python in validation.py.
+    rules: ClassVar[tuple[Rule, ...]] = ()
 
-class Backend(str, Enum):
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        schema = handler(core_schema)
+        own_rules = cls.__dict__.get("rules", ())
+        if own_rules:
+            target = handler.resolve_ref_schema(schema)
+            target["x-kubernetes-validations"] = [rule.schema() for rule in own_rules]
+        return schema
+
+
+class Backend(StrEnum):
     MP = "mp"  # vLLM's own multi-node launcher: --nnodes/--node-rank/--master-addr/--headless
     RAY = "ray"
 
 
-class Gang(str, Enum):
+class Gang(StrEnum):
     GATE = "Gate"  # the operator's scheduling gate, lifted for a whole group at once
     KUEUE = "Kueue"
     NONE = "None"
 
 
-class Dtype(str, Enum):
+class Dtype(StrEnum):
     AUTO = "auto"
     HALF = "half"
     FLOAT16 = "float16"
@@ -61,49 +242,152 @@ class Dtype(str, Enum):
     FLOAT32 = "float32"
 
 
-class ServiceType(str, Enum):
+class ServiceType(StrEnum):
     CLUSTER_IP = "ClusterIP"
     NODE_PORT = "NodePort"
     LOAD_BALANCER = "LoadBalancer"
 
 
 class SecretKeyRef(_Model):
-    name: str = Field(min_length=1, max_length=253)
-    key: str = Field(default="token", min_length=1, max_length=253)
+    """A key of a Secret in the endpoint's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    """Name of the Secret."""
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key in the Secret that holds the token."""
 
 
 class ModelCache(_Model):
-    persistent_volume_claim: str | None = Field(default=None, min_length=1, max_length=253)
-    host_path: str | None = Field(default=None, pattern=r"^/")
-    mount_path: str = Field(default="/models", pattern=r"^/")
+    """The weights volume: exactly one of persistentVolumeClaim or hostPath."""
+
+    persistent_volume_claim: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN
+    )
+    """Name of a PersistentVolumeClaim (ReadOnlyMany or ReadWriteMany) holding the weights."""
+    host_path: str | None = Field(default=None, max_length=4096, pattern=r"^/")
+    """A directory on every GPU node holding the weights (e.g. local NVMe)."""
+    mount_path: str = Field(default="/models", max_length=4096, pattern=r"^/")
+    """Where the volume is mounted; vLLM downloads into it (--download-dir)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.persistentVolumeClaim) != has(self.hostPath)",
+            message="set exactly one of persistentVolumeClaim or hostPath",
+            check=lambda c: (c.persistent_volume_claim is None) != (c.host_path is None),
+        ),
+    )
 
 
 class ModelSpec(_Model):
-    name: str = Field(min_length=1, max_length=512, description="Hub id, or a path in the cache")
-    revision: str | None = Field(default=None, min_length=1, max_length=256)
-    served_name: str | None = Field(default=None, min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=512, pattern=NO_BLANK_NO_DASH_PATTERN)
+    """Hub id (org/model), or an absolute path inside the cache volume."""
+    revision: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=NO_BLANK_NO_DASH_PATTERN
+    )
+    """Branch, tag or commit of the model on the hub (--revision)."""
+    served_name: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=NO_BLANK_NO_DASH_PATTERN
+    )
+    """Model name clients send (--served-model-name); defaults to metadata.name."""
     token_secret_ref: SecretKeyRef | None = None
+    """Hub token for gated models, passed as HF_TOKEN from this Secret key (never a literal)."""
     cache: ModelCache | None = None
+    """Weights volume; without it every pod downloads the weights into its own disk."""
 
 
 class EnvVar(_Model):
     """core/v1 EnvVar; valueFrom is passed through as the API server validates it on the pod."""
 
-    name: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[^=]+$")
     value: str | None = None
     value_from: dict[str, Any] | None = None
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            message="set value or valueFrom, not both",
+            check=lambda e: e.value_from is None or not e.value,
+        ),
+    )
+
+
+def _owned_flag(arg: str) -> str | None:
+    """The operator-owned vLLM flag an extra argument would set, or None (mirrors the CEL)."""
+    if arg.startswith("--"):
+        name = arg[2:].split("=", 1)[0].replace("_", "-")
+        return next((f"--{flag}" for flag in OWNED_VLLM_FLAGS if flag.startswith(name)), None)
+    if len(arg) > 1 and arg.startswith("-"):
+        name = arg[1:].split("=", 1)[0]
+        if name[:1] in OWNED_VLLM_SHORT_LETTERS:
+            return f"-{name[:1]}"
+        return next((f"-{a}" for a in OWNED_VLLM_SHORT_ALIASES if a.startswith(name)), None)
+    return None
+
+
+_OWNED_FLAGS_CEL = (
+    "self.extraArgs.all(a, a.startsWith('--') ? "
+    f"!{_cel_list(OWNED_VLLM_FLAGS)}.exists(f, "
+    "f.startsWith(a.substring(2).split('=')[0].replace('_', '-'))) : "
+    "!(a.size() > 1 && a.startsWith('-') && ("
+    + " || ".join(f"a.startsWith('-{letter}')" for letter in OWNED_VLLM_SHORT_LETTERS)
+    + f" || {_cel_list(OWNED_VLLM_SHORT_ALIASES)}.exists(f, "
+    "f.startsWith(a.substring(1).split('=')[0])))))"
+)
+
+
+def _owned_env(name: str) -> bool:
+    return name.startswith(OWNED_ENV_PREFIX) or name in OWNED_ENV
+
 
 class EngineSpec(_Model):
-    image: str = Field(default="vllm/vllm-openai:v0.33.0", min_length=1)
+    image: str = Field(
+        default="vllm/vllm-openai:v0.33.0", min_length=1, max_length=1024, pattern=r"^\S+$"
+    )
+    """vLLM container image."""
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    """GPUs one tensor-parallel group spans (--tensor-parallel-size)."""
     pipeline_parallel_size: int = Field(default=1, ge=1, le=64)
+    """Pipeline stages (--pipeline-parallel-size); a replica uses tp x pp GPUs."""
     dtype: Dtype = Dtype.AUTO
+    """Weights and activations dtype (--dtype)."""
     max_model_len: int | None = Field(default=None, ge=1)
+    """Context length (--max-model-len); defaults to the model's own."""
     trust_remote_code: bool = False
+    """Run the model repository's own code (--trust-remote-code)."""
     backend: Backend = Backend.MP
-    extra_args: list[str] = Field(default_factory=list, max_length=128)
-    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    """mp: vLLM's own multi-node launcher; ray: a Ray cluster per group (podsPerGroup > 1)."""
+    extra_args: list[ExtraArg] = Field(default_factory=list, max_length=MAX_EXTRA_ARGS)
+    """More `vllm serve` arguments, appended after the operator's; flags the operator owns are
+    refused."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
+    """Extra environment of the vLLM container (DARWIN_* and the operator's own are refused)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=_OWNED_FLAGS_CEL,
+            message=(
+                "may not set flags the operator owns, in any spelling, prefix or short alias: "
+                + ", ".join(f"--{flag}" for flag in OWNED_VLLM_FLAGS)
+                + ", -tp, -pp, -n, -r; use the spec fields (engine, placement, model) instead"
+            ),
+            check=lambda e: not any(_owned_flag(arg) for arg in e.extra_args),
+            field_path=".extraArgs",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=(
+                f"self.env.all(e, !e.name.startsWith('{OWNED_ENV_PREFIX}') && "
+                f"!(e.name in {_cel_list(OWNED_ENV)}))"
+            ),
+            message=(
+                f"may not set variables the operator owns: {OWNED_ENV_PREFIX}*, "
+                + ", ".join(OWNED_ENV)
+            ),
+            check=lambda e: not any(_owned_env(var.name) for var in e.env),
+            field_path=".env",
+            reason="FieldValueForbidden",
+        ),
+    )
 
     @property
     def gpus_per_group(self) -> int:
@@ -111,58 +395,148 @@ class EngineSpec(_Model):
 
 
 class Toleration(_Model):
-    key: str | None = None
+    key: str | None = Field(default=None, max_length=316)
     operator: str | None = Field(default=None, pattern=r"^(Exists|Equal)$")
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     effect: str | None = Field(default=None, pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$")
     toleration_seconds: int | None = None
 
 
+def _gpu_resource_ok(name: str) -> bool:
+    return "kubernetes.io/" not in name and not name.startswith("requests.")
+
+
 class PlacementSpec(_Model):
     pods_per_group: int = Field(default=1, ge=1, le=64)
-    gpu_resource: str = Field(default="nvidia.com/gpu", min_length=3, max_length=253)
+    """Pods per replica group: 1 puts all tp x pp GPUs in one pod; pp puts one pipeline stage
+    (tp GPUs) in each pod. Must divide pipelineParallelSize."""
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu",
+        min_length=3,
+        max_length=253,
+        pattern=EXTENDED_RESOURCE_PATTERN,
+    )
+    """Extended resource the GPUs are requested as (domain/name)."""
     gpu_product: str = Field(default="", max_length=63)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    topology_key: str = Field(default="", max_length=316)
-    priority_class_name: str = Field(default="", max_length=253)
+    """Required value of the node label nvidia.com/gpu.product, e.g. NVIDIA-B200."""
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
+    """More node labels every pod requires."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_MAP_ENTRIES)
+    """Tolerations of every pod (e.g. for tainted GPU nodes)."""
+    topology_key: str = Field(default="", max_length=316, pattern=r"^$|" + QUALIFIED_NAME_PATTERN)
+    """If set, all pods of one group land in one domain of this node label (rack, NVLink
+    domain)."""
+    priority_class_name: str = Field(
+        default="", max_length=253, pattern=r"^$|" + DNS1123_SUBDOMAIN_PATTERN
+    )
+    """PriorityClass of every pod."""
     gang: Gang = Gang.GATE
+    """Gate: the operator admits a group all-or-nothing with a scheduling gate; Kueue: Kueue
+    does; None: pods are created ungated."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                "!self.gpuResource.contains('kubernetes.io/') && "
+                "!self.gpuResource.startsWith('requests.')"
+            ),
+            message=(
+                "must be an extended resource name such as nvidia.com/gpu: "
+                "domain/name, outside kubernetes.io"
+            ),
+            check=lambda p: _gpu_resource_ok(p.gpu_resource),
+            field_path=".gpuResource",
+        ),
+    )
 
 
 class ResourcesSpec(_Model):
+    """Per pod, besides the GPUs."""
+
     cpu: Quantity | None = None
+    """CPU request of every pod."""
     memory: Quantity | None = None
+    """Memory request of every pod."""
     shared_memory: Quantity = "16Gi"
+    """Size of /dev/shm (a memory-backed emptyDir) in every pod."""
 
 
 class HealthSpec(_Model):
     startup_timeout_seconds: int = Field(default=3600, ge=10, le=86400)
+    """Weights take minutes to load; a group not Ready by then is recreated."""
     max_group_restarts: int = Field(default=5, ge=0, le=1000)
+    """Group recreations allowed within restartWindowSeconds; past it the endpoint is Failed."""
     restart_window_seconds: int = Field(default=3600, ge=60, le=604800)
+    """Window over which group recreations are counted."""
 
 
 class RolloutSpec(_Model):
-    max_unavailable: IntOrPercent = 1
+    max_unavailable: IntOrPercentUpTo100 = 1
+    """Groups that may be unready during a rollout (a number or a percentage of replicas)."""
     max_surge: IntOrPercent = 0
-    partition: int = Field(default=0, ge=0)
+    """Groups created above replicas during a rollout; reserved capacity rarely has spare GPUs."""
+    partition: int = Field(default=0, ge=0, le=512)
+    """Only groups with index >= partition are updated (a canary when > 0)."""
     paused: bool = False
+    """Freeze the rollout where it is."""
     drain_seconds: int = Field(default=30, ge=0, le=3600)
+    """A group leaves the Service this long before it is deleted."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                "!((type(self.maxUnavailable) == int ? self.maxUnavailable == 0 : "
+                "self.maxUnavailable.matches('^0+%?$')) && "
+                "(type(self.maxSurge) == int ? self.maxSurge == 0 : "
+                "self.maxSurge.matches('^0+%?$')))"
+            ),
+            message="maxUnavailable and maxSurge may not both be 0: the rollout could never start",
+            check=lambda r: not (_is_zero(r.max_unavailable) and _is_zero(r.max_surge)),
+            field_path=".maxUnavailable",
+        ),
+    )
 
 
 class ServiceSpec(_Model):
     type: ServiceType = ServiceType.CLUSTER_IP
+    """Type of the client Service."""
     port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the client Service (the container always listens on 8000)."""
 
 
 class PodMetadata(_Model):
     """Extra labels and annotations for every pod (scrape configs, meshes, cost tags)."""
 
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"self.labels.all(k, !k.startsWith('{LABEL_PREFIX}'))",
+            message=f"labels under {LABEL_PREFIX} belong to the operator",
+            check=lambda m: not any(key.startswith(LABEL_PREFIX) for key in m.labels),
+            field_path=".labels",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+def _pods_divide_gpus(spec: DarwinEndpointSpec) -> bool:
+    return spec.engine.gpus_per_group % spec.placement.pods_per_group == 0
+
+
+def _pods_hold_whole_tp_groups(spec: DarwinEndpointSpec) -> bool:
+    gpus_per_pod = spec.engine.gpus_per_group // spec.placement.pods_per_group
+    return not _pods_divide_gpus(spec) or gpus_per_pod % spec.engine.tensor_parallel_size == 0
+
+
+_GPUS_CEL = "(self.engine.tensorParallelSize * self.engine.pipelineParallelSize)"
+_PODS_CEL = "self.placement.podsPerGroup"
 
 
 class DarwinEndpointSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=512)
+    """Replica groups; the scale subresource points here."""
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
@@ -171,6 +545,62 @@ class DarwinEndpointSpec(_Model):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"{_GPUS_CEL} % {_PODS_CEL} == 0",
+            message=(
+                "podsPerGroup must divide engine.tensorParallelSize x "
+                "engine.pipelineParallelSize, the GPUs of one replica group"
+            ),
+            check=_pods_divide_gpus,
+            field_path=".placement.podsPerGroup",
+        ),
+        Rule(
+            cel=(
+                f"{_GPUS_CEL} % {_PODS_CEL} != 0 || "
+                f"({_GPUS_CEL} / {_PODS_CEL}) % self.engine.tensorParallelSize == 0"
+            ),
+            message=(
+                "each pod must hold whole tensor-parallel groups: tensorParallelSize x "
+                "pipelineParallelSize / podsPerGroup must be a multiple of tensorParallelSize "
+                "(podsPerGroup must divide pipelineParallelSize)"
+            ),
+            check=_pods_hold_whole_tp_groups,
+            field_path=".placement.podsPerGroup",
+        ),
+        Rule(
+            cel="self.engine.backend != 'ray' || self.placement.podsPerGroup > 1",
+            message=(
+                "backend ray needs placement.podsPerGroup > 1; "
+                "a group of one pod runs with backend mp"
+            ),
+            check=lambda s: s.engine.backend != Backend.RAY or s.placement.pods_per_group > 1,
+            field_path=".engine.backend",
+        ),
+        Rule(
+            cel="self.rollout.partition <= self.replicas",
+            message="rollout.partition may not exceed replicas",
+            check=lambda s: s.rollout.partition <= s.replicas,
+            field_path=".rollout.partition",
+        ),
+        Rule(
+            cel=(
+                "!has(self.model.tokenSecretRef) || "
+                f"!self.engine.env.exists(e, e.name in {_cel_list(TOKEN_ENV)})"
+            ),
+            message=(
+                "may not set " + " or ".join(TOKEN_ENV) + " when model.tokenSecretRef is set: "
+                "the operator passes the token from that Secret"
+            ),
+            check=lambda s: (
+                s.model.token_secret_ref is None
+                or not any(var.name in TOKEN_ENV for var in s.engine.env)
+            ),
+            field_path=".engine.env",
+            reason="FieldValueForbidden",
+        ),
+    )
 
 
 class Condition(_Model):
@@ -201,14 +631,28 @@ class DarwinEndpointStatus(_Model):
     phase: str = "Pending"  # Pending | Progressing | Ready | Degraded | Failed
     replicas: int = 0
     ready_replicas: int = 0
+    ready: str = ""
+    """readyReplicas/replicas as text, e.g. 2/2: the READY column of `kubectl get dwe`."""
     updated_replicas: int = 0
     available_replicas: int = 0
     current_revision: str = ""
     update_revision: str = ""
     selector: str = ""
     endpoint: str = ""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     groups: list[GroupStatus] = Field(default_factory=list)
+
+
+def _name_ok(metadata: dict[str, Any]) -> bool:
+    name = metadata.get("name")
+    return (
+        isinstance(name, str)
+        and len(name) <= MAX_ENDPOINT_NAME_LENGTH
+        and re.match(DNS1035_LABEL_PATTERN, name) is not None
+    )
 
 
 class DarwinEndpoint(_Model):
@@ -217,3 +661,18 @@ class DarwinEndpoint(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: DarwinEndpointSpec
     status: DarwinEndpointStatus | None = None
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"self.metadata.name.size() <= {MAX_ENDPOINT_NAME_LENGTH} && "
+                f"self.metadata.name.matches({_cel_str(DNS1035_LABEL_PATTERN)})"
+            ),
+            message=(
+                "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+                f"starting with a letter) of at most {MAX_ENDPOINT_NAME_LENGTH} characters, "
+                "so that every pod and Service name derived from it stays a valid DNS label"
+            ),
+            check=lambda d: _name_ok(d.metadata),
+        ),
+    )
