@@ -1,0 +1,313 @@
+"""The objects a DarwinEndpoint is made of (pure): a group's pods, the Services, the PDB.
+
+Names are deterministic (topology.py), so creating an object twice is harmless. Every object is
+owned by the endpoint (controller=true), so deleting the endpoint garbage-collects it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from darwin_operator import engine, topology
+from darwin_operator.api import API_VERSION, KIND, DarwinEndpoint, DarwinEndpointSpec, Gang
+from darwin_operator.topology import (
+    ANNOTATION_RESTARTED_AT,
+    LABEL_ENDPOINT,
+    LABEL_GROUP,
+    LABEL_RANK,
+    LABEL_REVISION,
+    LABEL_ROLE,
+    LABEL_SERVING,
+    LEADER_RANK,
+    ROLE_LEADER,
+    SCHEDULING_GATE,
+)
+
+CONTAINER_NAME = "vllm"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+PROBE_PERIOD_SECONDS = 10
+# Time the kubelet grants after the preStop sleep for vLLM to shut down cleanly.
+SHUTDOWN_SECONDS = 30
+
+# Spec fields that never reach a pod: changing them must not roll the groups.
+_NOT_IN_PODS = {
+    "replicas": True,
+    "service": True,
+    "rollout": {"max_unavailable", "max_surge", "partition", "paused"},
+    "health": {"max_group_restarts", "restart_window_seconds"},
+    "placement": {"gang"},
+}
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+def revision_of(spec: DarwinEndpointSpec, restarted_at: str | None) -> str:
+    """A stable short hash of everything the pods are built from, plus the restart request.
+
+    Fields left at their defaults are omitted, so an operator upgrade that adds a field does not
+    roll every group.
+    """
+    pod_inputs = spec.model_dump(mode="json", exclude=_NOT_IN_PODS, exclude_defaults=True)
+    payload = json.dumps({"spec": pod_inputs, "restartedAt": restarted_at or ""}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def owner_reference(ref: EndpointRef) -> dict:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ref: EndpointRef, name: str, labels: dict[str, str]) -> dict:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(ref)],
+    }
+
+
+def leader_address(ref: EndpointRef, group: int) -> str:
+    """The leader's stable DNS name through the headless Service (resolves before it is Ready)."""
+    pod = topology.pod_name(ref.name, group, LEADER_RANK)
+    return f"{pod}.{topology.headless_service_name(ref.name)}.{ref.namespace}.svc"
+
+
+def pod_labels(ref: EndpointRef, revision: str, group: int, rank: int) -> dict[str, str]:
+    labels = {
+        LABEL_ENDPOINT: ref.name,
+        LABEL_GROUP: str(group),
+        LABEL_RANK: str(rank),
+        LABEL_ROLE: topology.role_of(rank),
+        LABEL_REVISION: revision,
+    }
+    if rank == LEADER_RANK:
+        labels[LABEL_SERVING] = "true"
+    return labels
+
+
+def render_group(
+    ref: EndpointRef, spec: DarwinEndpointSpec, revision: str, group: int, *, gated: bool
+) -> list[dict]:
+    """The pods of one replica group in rank order, leader first."""
+    shape = topology.shape_of(spec)
+    return [_pod(ref, spec, revision, group, rank, gated=gated) for rank in shape.ranks]
+
+
+def _pod(
+    ref: EndpointRef, spec: DarwinEndpointSpec, revision: str, group: int, rank: int, *, gated: bool
+) -> dict:
+    name = topology.pod_name(ref.name, group, rank)
+    labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank)}
+    metadata = _metadata(ref, name, labels)
+    if spec.pod_metadata.annotations:
+        metadata["annotations"] = dict(spec.pod_metadata.annotations)
+    pod_spec: dict = {
+        "hostname": name,
+        "subdomain": topology.headless_service_name(ref.name),
+        "restartPolicy": "Never",  # a broken member breaks the group; the operator recreates it
+        "enableServiceLinks": False,  # Service env (e.g. VLLM_PORT) would confuse vLLM
+        "terminationGracePeriodSeconds": spec.rollout.drain_seconds + SHUTDOWN_SECONDS,
+        "containers": [_container(ref, spec, group, rank)],
+        "volumes": _volumes(spec),
+    }
+    node_selector = dict(spec.placement.node_selector)
+    if spec.placement.gpu_product:
+        node_selector[GPU_PRODUCT_LABEL] = spec.placement.gpu_product
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if spec.placement.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.placement.tolerations
+        ]
+    if spec.placement.topology_key:
+        pod_spec["affinity"] = _same_domain_affinity(ref, group, spec.placement.topology_key)
+    if spec.placement.priority_class_name:
+        pod_spec["priorityClassName"] = spec.placement.priority_class_name
+    if gated:
+        pod_spec["schedulingGates"] = [{"name": SCHEDULING_GATE}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def _same_domain_affinity(ref: EndpointRef, group: int, topology_key: str) -> dict:
+    term = {
+        "labelSelector": {"matchLabels": topology.group_selector(ref.name, group)},
+        "topologyKey": topology_key,
+    }
+    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+
+
+def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int) -> dict:
+    shape = topology.shape_of(spec)
+    leader = leader_address(ref, group)
+    gpus = {spec.placement.gpu_resource: str(shape.gpus_per_pod)}
+    requests = dict(gpus)
+    for resource, quantity in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
+        if quantity is not None:
+            requests[resource] = str(quantity)
+    container: dict = {
+        "name": CONTAINER_NAME,
+        "image": spec.engine.image,
+        "command": engine.container_command(
+            spec, endpoint_name=ref.name, rank=rank, leader_address=leader
+        ),
+        "env": engine.pod_env(
+            spec,
+            endpoint_name=ref.name,
+            group=group,
+            rank=rank,
+            leader_address=leader,
+            group_size=shape.pods_per_group,
+        ),
+        "resources": {"limits": gpus, "requests": requests},
+        "volumeMounts": _volume_mounts(spec),
+    }
+    if spec.rollout.drain_seconds > 0:
+        # Requests in flight when the pod is deleted (node drain, eviction) get time to finish.
+        sleep = ["sleep", str(spec.rollout.drain_seconds)]
+        container["lifecycle"] = {"preStop": {"exec": {"command": sleep}}}
+    if rank == LEADER_RANK:
+        container["ports"] = [
+            {"name": engine.HTTP_PORT_NAME, "containerPort": engine.HTTP_PORT, "protocol": "TCP"}
+        ]
+        container.update(_probes(spec))
+    return container
+
+
+def _probes(spec: DarwinEndpointSpec) -> dict:
+    def probe(period: int, timeout: int, failures: int) -> dict:
+        http = {"path": engine.HEALTH_PATH, "port": engine.HTTP_PORT_NAME}
+        return {
+            "httpGet": http,
+            "periodSeconds": period,
+            "timeoutSeconds": timeout,
+            "failureThreshold": failures,
+        }
+
+    # The startup probe outlasts startupTimeoutSeconds; liveness then tolerates a busy minute.
+    startup_failures = math.ceil(spec.health.startup_timeout_seconds / PROBE_PERIOD_SECONDS)
+    return {
+        "startupProbe": probe(PROBE_PERIOD_SECONDS, 5, startup_failures),
+        "readinessProbe": probe(PROBE_PERIOD_SECONDS, 5, 3),
+        "livenessProbe": probe(20, 10, 6),
+    }
+
+
+def _weights_read_only(spec: DarwinEndpointSpec) -> bool:
+    # A model given as a path is already in the volume; a hub id is downloaded into it.
+    return spec.model.name.startswith("/")
+
+
+def _volumes(spec: DarwinEndpointSpec) -> list[dict]:
+    volumes: list[dict] = [
+        {
+            "name": "dshm",
+            "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shared_memory)},
+        }
+    ]
+    cache = spec.model.cache
+    if cache is not None and cache.persistent_volume_claim:
+        claim = {"claimName": cache.persistent_volume_claim}
+        if _weights_read_only(spec):
+            claim["readOnly"] = True
+        volumes.append({"name": "weights", "persistentVolumeClaim": claim})
+    elif cache is not None and cache.host_path:
+        host_path = {"path": cache.host_path, "type": "DirectoryOrCreate"}
+        volumes.append({"name": "weights", "hostPath": host_path})
+    return volumes
+
+
+def _volume_mounts(spec: DarwinEndpointSpec) -> list[dict]:
+    mounts: list[dict] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if spec.model.cache is not None:
+        mount = {"name": "weights", "mountPath": spec.model.cache.mount_path}
+        if _weights_read_only(spec):
+            mount["readOnly"] = True
+        mounts.append(mount)
+    return mounts
+
+
+def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
+    """The headless Service (pod DNS names for rendezvous) and the client Service (leaders)."""
+    labels = {LABEL_ENDPOINT: ref.name}
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ref, topology.headless_service_name(ref.name), labels),
+        "spec": {
+            "clusterIP": "None",
+            # Workers must resolve the leader while it is still loading weights.
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_ENDPOINT: ref.name},
+            "ports": [
+                {
+                    "name": engine.HTTP_PORT_NAME,
+                    "port": engine.HTTP_PORT,
+                    "targetPort": engine.HTTP_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    client = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ref, topology.client_service_name(ref.name), labels),
+        "spec": {
+            "type": spec.service.type.value,
+            "selector": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER, LABEL_SERVING: "true"},
+            "ports": [
+                {
+                    "name": engine.HTTP_PORT_NAME,
+                    "port": spec.service.port,
+                    "targetPort": engine.HTTP_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    return [headless, client]
+
+
+def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec) -> dict:
+    """Node drains may take at most maxUnavailable leaders (a leader down is its group down)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(ref, topology.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
+        "spec": {
+            "maxUnavailable": spec.rollout.max_unavailable,
+            "selector": {"matchLabels": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER}},
+            # A broken group's pods are evictable: they must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_endpoint(
+    ref: EndpointRef, endpoint: DarwinEndpoint, *, groups: Iterable[int] | None = None
+) -> list[dict]:
+    """Every object of an endpoint: Services, PDB, then the pods of `groups` (default: all)."""
+    spec = endpoint.spec
+    annotations = endpoint.metadata.get("annotations") or {}
+    revision = revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
+    # Kueue gates pods itself; the operator's own gate is only for gang: Gate.
+    gated = spec.placement.gang == Gang.GATE
+    objects = [*render_services(ref, spec), render_pdb(ref, spec)]
+    for group in range(spec.replicas) if groups is None else groups:
+        objects += render_group(ref, spec, revision, group, gated=gated)
+    return objects
