@@ -1,0 +1,164 @@
+"""Does a whole group fit on the free GPUs of eligible nodes? (pure)
+
+Free GPUs per node are the node's allocatable minus what bound, non-terminal pods of any workload
+request, minus what pods already released to the scheduler (ungated) but not yet bound will take
+(placed here by simulation). A group fits when every one of its pods finds a node; the pods of a
+group all ask for the same number of GPUs, so a best-fit placement is exact: it fits if and only
+if the sum over eligible nodes of free // gpus_per_pod reaches the pod count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from darwin_operator.observed import NodeInfo, ObservedPod, Placement
+
+
+@dataclass(frozen=True)
+class GroupDemand:
+    pods: int
+    gpus_per_pod: int
+    resource: str = "nvidia.com/gpu"
+    placement: Placement = Placement()
+    topology_key: str = ""  # if set, all pods in one domain of this node label
+    product: str = ""  # GPU product label value, for messages only
+
+
+@dataclass(frozen=True)
+class Fit:
+    fits: bool
+    nodes: tuple[str, ...]  # the node chosen for each pod when it fits
+    message: str
+    reason: str = ""  # when it does not fit: NO_ELIGIBLE_NODES or INSUFFICIENT_CAPACITY
+
+
+NO_ELIGIBLE_NODES = "NoEligibleNodes"
+INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+
+
+def _exclusion(node: NodeInfo, placement: Placement, resource: str) -> str | None:
+    """Why the node cannot take such a pod at all, or None if it can (free GPUs aside)."""
+    if not node.ready:
+        return "not ready"
+    if node.unschedulable:
+        return "cordoned"
+    if not placement.allows(node.label_map):
+        return "labels do not match"
+    if not placement.tolerates(node.taints):
+        return "taint not tolerated"
+    if node.allocatable_of(resource) <= 0:
+        return f"no {resource}"
+    return None
+
+
+def free_gpus(
+    nodes: Iterable[NodeInfo], pods: Iterable[ObservedPod], resource: str
+) -> dict[str, int]:
+    """Free GPUs per node, counting GPUs the scheduler is about to hand out as taken."""
+    nodes = list(nodes)
+    free = {n.name: n.allocatable_of(resource) for n in nodes}
+    waiting: list[ObservedPod] = []
+    for pod in pods:
+        amount = pod.requests(resource)
+        if not amount or pod.terminal:
+            continue
+        if pod.bound:
+            if pod.node_name in free:
+                free[pod.node_name] -= amount
+        elif not pod.deleting and not pod.gated and not pod.foreign_gates:
+            waiting.append(pod)
+    # Released pods the scheduler has not placed yet: put them where they would fit, oldest first.
+    for pod in sorted(waiting, key=lambda p: (p.created_at or 0.0, p.name)):
+        amount = pod.requests(resource)
+        candidates = [
+            n.name
+            for n in nodes
+            if _exclusion(n, pod.placement, resource) is None and free[n.name] >= amount
+        ]
+        if candidates:
+            best = min(candidates, key=lambda name: (free[name], name))
+            free[best] -= amount
+    return free
+
+
+def _place(count: int, size: int, pool: Mapping[str, int]) -> tuple[str, ...] | None:
+    """Best-fit placement of `count` pods of `size` GPUs, or None if they do not all fit."""
+    left = dict(pool)
+    chosen: list[str] = []
+    for _ in range(count):
+        candidates = [name for name, free in left.items() if free >= size]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda name: (left[name], name))
+        left[best] -= size
+        chosen.append(best)
+    return tuple(chosen)
+
+
+def _target(demand: GroupDemand) -> str:
+    where = f"{demand.product} nodes" if demand.product else "nodes"
+    extra = [f"{k}={v}" for k, v in demand.placement.node_selector if v != demand.product]
+    if extra:
+        where += " matching " + ",".join(extra)
+    if demand.topology_key:
+        where += f" in one {demand.topology_key} domain"
+    pods = "pod" if demand.pods == 1 else "pods"
+    return f"needs {demand.pods} {pods} x {demand.gpus_per_pod} {demand.resource} on {where}"
+
+
+def fit(demand: GroupDemand, nodes: Sequence[NodeInfo], free: Mapping[str, int]) -> Fit:
+    need = _target(demand)
+    eligible: dict[str, int] = {}
+    domain_of: dict[str, str] = {}
+    excluded: dict[str, int] = {}
+    for node in sorted(nodes, key=lambda n: n.name):
+        reason = _exclusion(node, demand.placement, demand.resource)
+        if reason is None and demand.topology_key and demand.topology_key not in node.label_map:
+            reason = f"no {demand.topology_key} label"
+        if reason is not None:
+            excluded[reason] = excluded.get(reason, 0) + 1
+            continue
+        eligible[node.name] = max(0, free.get(node.name, 0))
+        domain_of[node.name] = node.label_map.get(demand.topology_key, "")
+    if not eligible:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items()))
+        message = f"{need}; no eligible nodes ({len(nodes)} nodes: {why or 'none'})"
+        return Fit(False, (), message, NO_ELIGIBLE_NODES)
+
+    for domain in sorted(set(domain_of.values())):
+        pool = {name: f for name, f in eligible.items() if domain_of[name] == domain}
+        placed = _place(demand.pods, demand.gpus_per_pod, pool)
+        if placed is not None:
+            return Fit(True, placed, f"{need}; fits on {', '.join(sorted(set(placed)))}")
+
+    total = sum(eligible.values())
+    nodes_word = "node" if len(eligible) == 1 else "nodes"
+    largest = max(eligible.values())
+    return Fit(
+        False,
+        (),
+        f"{need}; free: {total} GPUs on {len(eligible)} eligible {nodes_word} (largest {largest})",
+        INSUFFICIENT_CAPACITY,
+    )
+
+
+def admit_in_order(
+    demands: Sequence[GroupDemand], nodes: Sequence[NodeInfo], free: Mapping[str, int]
+) -> list[Fit]:
+    """Place groups one after another; the first that does not fit stops the rest (index order)."""
+    left = dict(free)
+    results: list[Fit] = []
+    blocked: Fit | None = None
+    for demand in demands:
+        if blocked is not None:
+            results.append(Fit(False, (), blocked.message, blocked.reason))
+            continue
+        result = fit(demand, nodes, left)
+        if result.fits:
+            for name in result.nodes:
+                left[name] -= demand.gpus_per_pod
+        else:
+            blocked = result
+        results.append(result)
+    return results

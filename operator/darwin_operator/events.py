@@ -1,0 +1,35 @@
+"""The closed set of Kubernetes Event reasons the operator posts on a DarwinEndpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    GROUP_CREATED = "GroupCreated"
+    GROUP_ADMITTED = "GroupAdmitted"  # gates lifted: the whole group fits
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    GROUP_READY = "GroupReady"
+    GROUP_DRAINING = "GroupDraining"
+    GROUP_DELETED = "GroupDeleted"
+    SCHEDULING_TIMEOUT = "SchedulingTimeout"
+    ENDPOINT_READY = "EndpointReady"
+    # problems; each is also the reason of the Degraded condition
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    NO_ELIGIBLE_NODES = "NoEligibleNodes"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    GROUP_BROKEN = "GroupBroken"
+    RECONCILE_ERROR = "ReconcileError"
+
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class EventNote:
+    type: str  # NORMAL | WARNING
+    reason: Reason
+    message: str

@@ -1,0 +1,361 @@
+"""What the operator observed in the cluster, as small immutable values (pure).
+
+The API returns JSON; these functions turn a pod or node dict into the few facts the planner and
+the capacity check use. Everything the operator knows about a group comes from here, so after a
+restart it knows exactly what it knew before: the cluster is the only memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from darwin_operator import topology
+
+# Written by the operator on pods, so that the state they mark lives in the cluster.
+ANNOTATION_ADMITTED_AT = "serving.darwin.ai/admittedAt"  # when the group's gates were lifted
+ANNOTATION_DRAIN_STARTED_AT = "serving.darwin.ai/drainStartedAt"  # when the leader left Service
+
+# Container waiting reasons that are part of a normal start, not a problem worth reporting.
+_ROUTINE_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 timestamp (as the API writes it) to seconds since the epoch; None if absent/bad."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def format_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _whole_quantity(value: Any) -> int:
+    """Extended resources (GPUs) are whole numbers; anything else counts as 0 here."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if not self.key:  # an empty key with Exists tolerates every taint
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True)
+class NodeRequirement:
+    """One matchExpression of a required node affinity term."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return not present or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        return False  # Gt/Lt and unknown operators: treated as not matching
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pod may go: what the scheduler's node filters will check, GPUs aside."""
+
+    node_selector: tuple[tuple[str, str], ...] = ()
+    # required nodeAffinity: a node must match every requirement of at least one term
+    affinity_terms: tuple[tuple[NodeRequirement, ...], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+
+    def allows(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.node_selector):
+            return False
+        terms = self.affinity_terms
+        return not terms or any(all(r.matches(labels) for r in term) for term in terms)
+
+    def tolerates(self, taints: Iterable[Taint]) -> bool:
+        return all(
+            any(t.tolerates(taint) for t in self.tolerations)
+            for taint in taints
+            if taint.effect in ("NoSchedule", "NoExecute")
+        )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    container: str
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    namespace: str = ""
+    owner_uid: str = ""  # uid of the controlling owner, "" if none
+    group: int | None = None
+    rank: int | None = None
+    role: str = ""
+    revision: str = ""
+    serving: str = ""  # value of LABEL_SERVING
+    admitted_at: float | None = None
+    drain_started_at: float | None = None
+    created_at: float | None = None
+    deleting: bool = False
+    node_name: str = ""
+    gated: bool = False  # carries our scheduling gate
+    foreign_gates: bool = False  # carries some other scheduling gate
+    phase: str = "Pending"
+    ready: bool = False
+    ready_since: float | None = None
+    unschedulable: bool = False
+    unschedulable_message: str = ""
+    restarts: int = 0
+    waiting: tuple[Waiting, ...] = ()
+    placement: Placement = field(default_factory=Placement)
+    # whole-number extended resources the pod requests (GPUs), as (name, count) pairs
+    extended: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.node_name)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    def requests(self, resource: str) -> int:
+        return sum(n for name, n in self.extended if name == resource)
+
+
+@dataclass(frozen=True)
+class ObservedGroup:
+    index: int
+    pods: tuple[ObservedPod, ...]  # sorted by rank
+
+    @property
+    def leader(self) -> ObservedPod | None:
+        return next((p for p in self.pods if p.rank == 0), None)
+
+    def ranks(self) -> set[int]:
+        return {p.rank for p in self.pods if p.rank is not None}
+
+    @property
+    def revision(self) -> str:
+        leader = self.leader
+        return leader.revision if leader else (self.pods[0].revision if self.pods else "")
+
+    @property
+    def ready_pods(self) -> int:
+        return sum(1 for p in self.pods if p.ready and not p.deleting)
+
+    @property
+    def restarts(self) -> int:
+        return sum(p.restarts for p in self.pods)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
+    taints: tuple[Taint, ...] = ()
+    allocatable: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def allocatable_of(self, resource: str) -> int:
+        return sum(n for name, n in self.allocatable if name == resource)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one reconcile of one endpoint saw."""
+
+    groups: tuple[ObservedGroup, ...] = ()  # sorted by index
+    # name -> value of the spec-hash annotation of Services and the PDB the operator owns
+    owned_objects: tuple[tuple[str, str], ...] = ()
+    secret_missing: bool = False  # spec.model.tokenSecretRef names a Secret that is not there
+
+    def group(self, index: int) -> ObservedGroup | None:
+        return next((g for g in self.groups if g.index == index), None)
+
+
+# ---- conversion from API objects (dicts as the API returns them) ----
+
+
+def _placement(spec: Mapping[str, Any]) -> Placement:
+    selector = tuple(sorted((spec.get("nodeSelector") or {}).items()))
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = tuple(
+        tuple(
+            NodeRequirement(e.get("key", ""), e.get("operator", ""), tuple(e.get("values") or ()))
+            for e in term.get("matchExpressions") or ()
+        )
+        for term in affinity.get("nodeSelectorTerms") or ()
+    )
+    tolerations = tuple(
+        Toleration(
+            key=t.get("key") or "",
+            operator=t.get("operator") or "Equal",
+            value=t.get("value") or "",
+            effect=t.get("effect") or "",
+        )
+        for t in spec.get("tolerations") or ()
+    )
+    return Placement(node_selector=selector, affinity_terms=terms, tolerations=tolerations)
+
+
+def _extended_requests(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    totals: dict[str, int] = {}
+    for container in spec.get("containers") or ():
+        resources = container.get("resources") or {}
+        # extended resources must have requests == limits; either may be the one given
+        amounts = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for name, value in amounts.items():
+            if "/" in name:  # extended resources are domain-prefixed; cpu/memory are not
+                totals[name] = totals.get(name, 0) + _whole_quantity(value)
+    return tuple(sorted((k, v) for k, v in totals.items() if v))
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions") or () if c.get("type") == kind), None)
+
+
+def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")), None)
+    gates = [g.get("name") for g in spec.get("schedulingGates") or ()]
+    ready = _condition(status, "Ready")
+    scheduled = _condition(status, "PodScheduled")
+    unschedulable = bool(
+        scheduled
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+    )
+    statuses = [
+        *(status.get("initContainerStatuses") or ()),
+        *(status.get("containerStatuses") or ()),
+    ]
+    waiting = tuple(
+        Waiting(
+            container=cs.get("name", ""),
+            reason=cs["state"]["waiting"].get("reason") or "",
+            message=cs["state"]["waiting"].get("message") or "",
+        )
+        for cs in statuses
+        if ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+        and cs["state"]["waiting"]["reason"] not in _ROUTINE_WAITING
+    )
+    is_ready = bool(ready and ready.get("status") == "True")
+    return ObservedPod(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        owner_uid=(owner or {}).get("uid", ""),
+        group=_int_or_none(labels.get(topology.LABEL_GROUP)),
+        rank=_int_or_none(labels.get(topology.LABEL_RANK)),
+        role=labels.get(topology.LABEL_ROLE, ""),
+        revision=labels.get(topology.LABEL_REVISION, ""),
+        serving=labels.get(topology.LABEL_SERVING, ""),
+        admitted_at=parse_time(annotations.get(ANNOTATION_ADMITTED_AT)),
+        drain_started_at=parse_time(annotations.get(ANNOTATION_DRAIN_STARTED_AT)),
+        created_at=parse_time(meta.get("creationTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        node_name=spec.get("nodeName") or "",
+        gated=topology.SCHEDULING_GATE in gates,
+        foreign_gates=any(g != topology.SCHEDULING_GATE for g in gates),
+        phase=status.get("phase") or "Pending",
+        ready=is_ready,
+        ready_since=parse_time(ready.get("lastTransitionTime")) if is_ready and ready else None,
+        unschedulable=unschedulable,
+        unschedulable_message=(scheduled or {}).get("message", "") if unschedulable else "",
+        restarts=sum(int(cs.get("restartCount") or 0) for cs in statuses),
+        waiting=waiting,
+        placement=_placement(spec),
+        extended=_extended_requests(spec),
+    )
+
+
+def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    ready = _condition(status, "Ready")
+    return NodeInfo(
+        name=meta.get("name", ""),
+        labels=tuple(sorted((meta.get("labels") or {}).items())),
+        ready=bool(ready and ready.get("status") == "True"),
+        unschedulable=bool(spec.get("unschedulable")),
+        taints=tuple(
+            Taint(t.get("key", ""), t.get("value") or "", t.get("effect", ""))
+            for t in spec.get("taints") or ()
+        ),
+        allocatable=tuple(
+            sorted(
+                (k, _whole_quantity(v))
+                for k, v in (status.get("allocatable") or {}).items()
+                if "/" in k
+            )
+        ),
+    )
+
+
+def groups_from_pods(pods: Iterable[ObservedPod], owner_uid: str) -> tuple[ObservedGroup, ...]:
+    """The endpoint's groups: its own pods (by controller uid) with a group label, by index."""
+    by_index: dict[int, list[ObservedPod]] = {}
+    for pod in pods:
+        if pod.owner_uid == owner_uid and pod.group is not None:
+            by_index.setdefault(pod.group, []).append(pod)
+    return tuple(
+        ObservedGroup(i, tuple(sorted(ps, key=lambda p: (p.rank is None, p.rank or 0, p.name))))
+        for i, ps in sorted(by_index.items())
+    )

@@ -1,0 +1,372 @@
+"""Decide what to do for one endpoint, from its spec and what was observed (pure).
+
+No kopf, no client, no clock: `plan()` gets everything as arguments and returns actions (small
+frozen values that cluster.py carries out), the groups that ask for gang admission, and a view of
+every group for the status. Calling it again on the state its actions produce yields the next
+step, so the operator can stop at any point and pick up from the cluster alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from darwin_operator import render, topology
+from darwin_operator.api import DarwinEndpointSpec, Gang
+from darwin_operator.capacity import GroupDemand
+from darwin_operator.observed import Observed, ObservedGroup, ObservedPod, format_time
+
+ANNOTATION_SPEC_HASH = "serving.darwin.ai/specHash"  # on Services and the PDB the operator owns
+
+
+class GroupPhase(StrEnum):
+    PENDING = "Pending"  # pods being created
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"  # gated; the whole group does not fit yet
+    SCHEDULING = "Scheduling"  # gates lifted, not every pod bound yet
+    STARTING = "Starting"  # every pod bound, not every pod Ready
+    READY = "Ready"
+    BROKEN = "Broken"  # a member failed (recreation with backoff is the health logic's job)
+    DRAINING = "Draining"  # leader out of the Service, waiting drainSeconds before deletion
+    TERMINATING = "Terminating"
+
+
+class DeleteReason(StrEnum):
+    SCALE_DOWN = "ScaleDown"
+    SCHEDULING_TIMEOUT = "SchedulingTimeout"  # released but could not be placed in time
+    MEMBER_LOST = "MemberLost"  # a released group lost a pod; a group is recreated whole
+    INCOMPLETE = "Incomplete"  # a group that cannot be completed in place (e.g. old revision)
+    UNFINISHED_DELETE = "UnfinishedDelete"  # some pods were deleted, the rest must follow
+
+
+# ---- actions ----
+
+
+@dataclass(frozen=True)
+class CreateGroup:
+    """Create the group's missing pods (all of them for a new group); existing names are kept."""
+
+    index: int
+    gated: bool
+
+
+@dataclass(frozen=True)
+class UngateGroup:
+    """Finish lifting the gates of a group whose admission was interrupted part way."""
+
+    index: int
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DrainGroup:
+    """Take the leader out of the client Service and record when, on the leader itself."""
+
+    index: int
+    leader: str
+
+
+@dataclass(frozen=True)
+class RestoreServing:
+    """Put a drained leader back behind the Service (the group is wanted again)."""
+
+    index: int
+    leader: str
+
+
+@dataclass(frozen=True)
+class DeleteGroup:
+    index: int
+    reason: DeleteReason
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ApplyObject:
+    """Create or replace an owned Service or PDB; `body` carries its spec-hash annotation."""
+
+    key: str  # "Kind/name"
+    body: dict[str, Any] = field(hash=False, compare=False)
+
+
+Action = CreateGroup | UngateGroup | DrainGroup | RestoreServing | DeleteGroup | ApplyObject
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A complete, gated group asking to be released; cluster.py checks capacity under a lock."""
+
+    index: int
+    demand: GroupDemand
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupView:
+    index: int
+    revision: str
+    phase: GroupPhase
+    pods: int
+    pods_ready: int
+    restarts: int
+    message: str = ""
+    created_at: float | None = None  # earliest pod creation, for startup metrics
+    serving: bool = False  # leader Ready and behind the client Service
+    reason: str = ""  # machine-readable cause of a problem, e.g. capacity.NO_ELIGIBLE_NODES
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    scheduling_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    admissions: tuple[Admission, ...]
+    groups: tuple[GroupView, ...]
+    requeue_after: float | None = None  # seconds until a deadline the plan is waiting for
+    blocked_reason: str = ""  # why no group is admitted at all (e.g. a missing Secret)
+
+
+def object_key(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def desired_objects(ref: render.EndpointRef, spec: DarwinEndpointSpec) -> list[dict[str, Any]]:
+    """Services and PDB as they should be, each stamped with the hash of its rendered form."""
+    objects = [*render.render_services(ref, spec), render.render_pdb(ref, spec)]
+    stamped = []
+    for obj in objects:
+        digest = spec_hash(obj)
+        obj = json.loads(json.dumps(obj))  # a copy we may annotate
+        obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest
+        stamped.append(obj)
+    return stamped
+
+
+def _pods(n: int) -> str:
+    return "1 pod" if n == 1 else f"{n} pods"
+
+
+def _names(g: ObservedGroup) -> tuple[str, ...]:
+    return tuple(p.name for p in g.pods)
+
+
+def _waiting_message(pods: Iterable[ObservedPod]) -> str:
+    for pod in pods:
+        for w in pod.waiting:
+            text = f"pod {pod.name}: {w.reason}"
+            return f"{text}: {w.message}" if w.message else text
+    return ""
+
+
+class _Planner:
+    def __init__(
+        self,
+        ref: render.EndpointRef,
+        spec: DarwinEndpointSpec,
+        revision: str,
+        observed: Observed,
+        now: float,
+        config: PlannerConfig,
+    ) -> None:
+        self.ref, self.spec, self.revision = ref, spec, revision
+        self.observed, self.now, self.config = observed, now, config
+        self.shape = topology.shape_of(spec)
+        self.gang = spec.placement.gang == Gang.GATE
+        self.actions: list[Action] = []
+        self.admissions: list[Admission] = []
+        self.views: list[GroupView] = []
+        self.deadlines: list[float] = []
+
+    def view(self, g: ObservedGroup, phase: GroupPhase, message: str = "") -> None:
+        live = [p for p in g.pods if not p.deleting]
+        leader = g.leader
+        created = [p.created_at for p in g.pods if p.created_at is not None]
+        self.views.append(
+            GroupView(
+                index=g.index,
+                revision=g.revision,
+                phase=phase,
+                pods=len(live),
+                pods_ready=g.ready_pods,
+                restarts=g.restarts,
+                message=message,
+                created_at=min(created) if created else None,
+                serving=bool(
+                    leader and leader.ready and not leader.deleting and leader.serving != "false"
+                ),
+            )
+        )
+
+    def demand(self, g: ObservedGroup) -> GroupDemand:
+        sample = g.pods[0]
+        resource = self.spec.placement.gpu_resource
+        return GroupDemand(
+            pods=self.shape.pods_per_group,
+            gpus_per_pod=sample.requests(resource) or self.shape.gpus_per_pod,
+            resource=resource,
+            placement=sample.placement,
+            topology_key=self.spec.placement.topology_key,
+            product=self.spec.placement.gpu_product,
+        )
+
+    # -- groups the spec wants --
+
+    def wanted(self, index: int) -> None:
+        g = self.observed.group(index)
+        n = self.shape.pods_per_group
+        if g is None or not g.pods:
+            self.actions.append(CreateGroup(index, gated=self.gang))
+            self.views.append(
+                GroupView(index, self.revision, GroupPhase.PENDING, 0, 0, 0, f"creating {_pods(n)}")
+            )
+            return
+        if self.terminating(g):
+            return
+        missing = set(range(n)) - g.ranks()
+        released = [p for p in g.pods if not p.gated]
+        if missing:
+            if g.revision != self.revision or (self.gang and released):
+                reason = DeleteReason.MEMBER_LOST if released else DeleteReason.INCOMPLETE
+                self.actions.append(DeleteGroup(index, reason, _names(g)))
+                self.view(g, GroupPhase.TERMINATING, f"recreating: {reason.value}")
+            else:
+                self.actions.append(CreateGroup(index, gated=self.gang))
+                self.view(g, GroupPhase.PENDING, f"{len(g.pods)} of {n} pods created")
+            return
+        leader = g.leader
+        if leader is not None and leader.serving == "false":
+            self.actions.append(RestoreServing(index, leader.name))
+        if self.gang and not released:
+            if self.observed.secret_missing:
+                self.view(g, GroupPhase.PENDING, self.blocked_reason())
+            else:
+                self.admissions.append(Admission(index, self.demand(g), _names(g)))
+                self.view(g, GroupPhase.WAITING_FOR_CAPACITY, "waiting for admission")
+            return
+        if self.gang and len(released) < len(g.pods):
+            self.actions.append(UngateGroup(index, tuple(p.name for p in g.pods if p.gated)))
+            self.view(g, GroupPhase.SCHEDULING, "lifting the remaining scheduling gates")
+            return
+        self.released(g)
+
+    def released(self, g: ObservedGroup) -> None:
+        unbound = [p for p in g.pods if not p.bound]
+        failed = [p for p in g.pods if p.phase == "Failed"]
+        if failed:
+            self.view(g, GroupPhase.BROKEN, f"pod {failed[0].name} failed")
+        elif unbound:
+            stuck = next((p for p in unbound if p.unschedulable), None)
+            admitted = min((p.admitted_at for p in g.pods if p.admitted_at), default=None)
+            if self.gang and admitted is not None:
+                deadline = admitted + self.config.scheduling_timeout
+                if stuck is not None and self.now >= deadline:
+                    self.actions.append(
+                        DeleteGroup(g.index, DeleteReason.SCHEDULING_TIMEOUT, _names(g))
+                    )
+                    self.view(
+                        g,
+                        GroupPhase.TERMINATING,
+                        f"not scheduled within {self.config.scheduling_timeout:g}s: "
+                        f"{stuck.unschedulable_message}",
+                    )
+                    return
+                self.deadlines.append(deadline)
+            bound = len(g.pods) - len(unbound)
+            message = f"{bound} of {len(g.pods)} pods bound"
+            if stuck is not None:
+                message += f"; {stuck.name}: {stuck.unschedulable_message}"
+            self.view(g, GroupPhase.SCHEDULING, message)
+        elif g.ready_pods == len(g.pods):
+            self.view(g, GroupPhase.READY)
+        else:
+            detail = _waiting_message(g.pods)
+            message = f"{g.ready_pods} of {len(g.pods)} pods ready"
+            self.view(g, GroupPhase.STARTING, f"{message}; {detail}" if detail else message)
+
+    def terminating(self, g: ObservedGroup) -> bool:
+        """A group part way through deletion: finish it; a new one follows once it is gone."""
+        if not any(p.deleting for p in g.pods):
+            return False
+        if not all(p.deleting for p in g.pods):
+            live = tuple(p.name for p in g.pods if not p.deleting)
+            self.actions.append(DeleteGroup(g.index, DeleteReason.UNFINISHED_DELETE, live))
+        self.view(g, GroupPhase.TERMINATING, "waiting for pods to terminate")
+        return True
+
+    # -- groups beyond spec.replicas: drained, then deleted, highest index first --
+
+    def surplus(self, g: ObservedGroup) -> None:
+        if self.terminating(g):
+            return
+        leader = g.leader
+        drain = self.spec.rollout.drain_seconds
+        if drain == 0 or leader is None or not leader.ready:
+            # not serving traffic: nothing to drain
+            self.actions.append(DeleteGroup(g.index, DeleteReason.SCALE_DOWN, _names(g)))
+            self.view(g, GroupPhase.TERMINATING, "scaling down")
+            return
+        started = leader.drain_started_at
+        if leader.serving != "false" or started is None:
+            self.actions.append(DrainGroup(g.index, leader.name))
+            self.deadlines.append(self.now + drain)
+            self.view(
+                g, GroupPhase.DRAINING, f"draining; deleted at {format_time(self.now + drain)}"
+            )
+        elif self.now >= started + drain:
+            self.actions.append(DeleteGroup(g.index, DeleteReason.SCALE_DOWN, _names(g)))
+            self.view(g, GroupPhase.TERMINATING, "scaling down")
+        else:
+            self.deadlines.append(started + drain)
+            # a stable message: status is patched only when it changes
+            until = format_time(started + drain)
+            self.view(g, GroupPhase.DRAINING, f"draining; deleted at {until}")
+
+    def blocked_reason(self) -> str:
+        if self.observed.secret_missing and self.spec.model.token_secret_ref is not None:
+            ref = self.spec.model.token_secret_ref
+            return f"Secret {ref.name} (spec.model.tokenSecretRef) not found; groups stay gated"
+        return ""
+
+    def objects(self) -> None:
+        have = dict(self.observed.owned_objects)
+        for obj in desired_objects(self.ref, self.spec):
+            key = object_key(obj)
+            if have.get(key) != obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+                self.actions.append(ApplyObject(key, obj))
+
+    def run(self) -> Plan:
+        self.objects()
+        for index in range(self.spec.replicas):
+            self.wanted(index)
+        surplus = [g for g in self.observed.groups if g.index >= self.spec.replicas]
+        for g in sorted(surplus, key=lambda g: -g.index):
+            self.surplus(g)
+        future = [d - self.now for d in self.deadlines if d > self.now]
+        return Plan(
+            actions=tuple(self.actions),
+            admissions=tuple(self.admissions),
+            groups=tuple(sorted(self.views, key=lambda v: v.index)),
+            requeue_after=min(future) if future else None,
+            blocked_reason=self.blocked_reason(),
+        )
+
+
+def plan(
+    ref: render.EndpointRef,
+    spec: DarwinEndpointSpec,
+    revision: str,
+    observed: Observed,
+    now: float,
+    config: PlannerConfig | None = None,
+) -> Plan:
+    return _Planner(ref, spec, revision, observed, now, config or PlannerConfig()).run()

@@ -1,0 +1,84 @@
+"""Builders for planner and status tests: observed pods made from what render really produces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from darwin_operator import planner, render
+from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.observed import Observed, ObservedPod, groups_from_pods, pod_from_api
+
+REF = render.EndpointRef(name="darwin-398b", namespace="llm", uid="uid-1")
+T0 = 1_750_000_000.0  # a fixed "now"
+
+
+def make_spec(**overrides: Any) -> DarwinEndpointSpec:
+    """The reference endpoint (TP2 x PP3 on B200), with top-level sections overridden."""
+    data: dict[str, Any] = {
+        "replicas": 2,
+        "model": {"name": "FINAL-Bench/Darwin-398B-JGOS"},
+        "engine": {"tensorParallelSize": 2, "pipelineParallelSize": 3},
+        "placement": {"podsPerGroup": 1, "gpuProduct": "NVIDIA-B200"},
+        "rollout": {"drainSeconds": 30},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return DarwinEndpointSpec.model_validate(data)
+
+
+def revision(spec: DarwinEndpointSpec) -> str:
+    return render.revision_of(spec, None)
+
+
+def group_pods(
+    spec: DarwinEndpointSpec,
+    index: int,
+    *,
+    state: str = "gated",
+    rev: str | None = None,
+    ranks: list[int] | None = None,
+    **fields: Any,
+) -> list[ObservedPod]:
+    """Pods of one group in a state: gated | released | bound | ready."""
+    objs = render.render_group(REF, spec, rev or revision(spec), index, gated=state == "gated")
+    pods = []
+    for obj in objs:
+        obj["metadata"]["creationTimestamp"] = "2025-06-15T00:00:00Z"
+        pod = pod_from_api(obj)
+        if state in ("bound", "ready"):
+            pod = replace(pod, node_name=f"kwok-node-{index % 4}", phase="Running")
+        if state == "ready":
+            pod = replace(pod, ready=True)
+        if state != "gated":
+            pod = replace(pod, admitted_at=T0 - 10)
+        pods.append(replace(pod, **fields))
+    if ranks is not None:
+        pods = [p for p in pods if p.rank in ranks]
+    return pods
+
+
+def owned(spec: DarwinEndpointSpec) -> tuple[tuple[str, str], ...]:
+    """Services and PDB as if already applied at this spec."""
+    return tuple(
+        (planner.object_key(o), o["metadata"]["annotations"][planner.ANNOTATION_SPEC_HASH])
+        for o in planner.desired_objects(REF, spec)
+    )
+
+
+def observe(
+    spec: DarwinEndpointSpec, *pod_lists: list[ObservedPod], applied: bool = True, **kw: Any
+) -> Observed:
+    pods = [p for ps in pod_lists for p in ps]
+    return Observed(
+        groups=groups_from_pods(pods, REF.uid),
+        owned_objects=owned(spec) if applied else (),
+        **kw,
+    )
+
+
+def make_plan(spec: DarwinEndpointSpec, observed: Observed, now: float = T0, **config: Any):
+    return planner.plan(REF, spec, revision(spec), observed, now, planner.PlannerConfig(**config))

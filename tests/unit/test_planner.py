@@ -1,0 +1,282 @@
+"""The planner decides from spec and observed state alone: table tests of each situation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from darwin_operator import topology
+from darwin_operator.observed import Observed, Toleration
+from darwin_operator.planner import (
+    ApplyObject,
+    CreateGroup,
+    DeleteGroup,
+    DeleteReason,
+    DrainGroup,
+    GroupPhase,
+    RestoreServing,
+    UngateGroup,
+)
+from tests.unit.planner_fixtures import (
+    T0,
+    group_pods,
+    make_plan,
+    make_spec,
+    observe,
+)
+
+
+def kinds(plan):
+    return [type(a).__name__ for a in plan.actions]
+
+
+def phases(plan):
+    return {v.index: v.phase for v in plan.groups}
+
+
+def test_new_endpoint_gets_services_pdb_and_gated_groups_in_index_order():
+    spec = make_spec()
+    plan = make_plan(spec, observe(spec, applied=False))
+    applies = [a.key for a in plan.actions if isinstance(a, ApplyObject)]
+    assert applies == [
+        "Service/darwin-398b-pods",
+        "Service/darwin-398b",
+        "PodDisruptionBudget/darwin-398b-leaders",
+    ]
+    creates = [a for a in plan.actions if isinstance(a, CreateGroup)]
+    assert creates == [CreateGroup(0, gated=True), CreateGroup(1, gated=True)]
+    assert plan.admissions == ()
+    assert phases(plan) == {0: GroupPhase.PENDING, 1: GroupPhase.PENDING}
+
+
+def test_applied_objects_with_the_current_hash_are_left_alone_and_a_changed_one_is_applied():
+    spec = make_spec()
+    assert make_plan(spec, observe(spec)).actions == (
+        CreateGroup(0, gated=True),
+        CreateGroup(1, gated=True),
+    )
+    new_port = make_spec(service={"port": 9000})
+    plan = make_plan(new_port, observe(spec))  # observed hashes are those of the old spec
+    assert [a.key for a in plan.actions if isinstance(a, ApplyObject)] == ["Service/darwin-398b"]
+
+
+def test_complete_gated_groups_ask_for_admission_in_index_order_with_their_demand():
+    spec = make_spec(replicas=3)
+    plan = make_plan(spec, observe(spec, *(group_pods(spec, i) for i in (2, 0, 1))))
+    assert plan.actions == ()
+    assert [a.index for a in plan.admissions] == [0, 1, 2]
+    demand = plan.admissions[0].demand
+    assert (demand.pods, demand.gpus_per_pod, demand.resource) == (1, 6, "nvidia.com/gpu")
+    assert demand.placement.node_selector == (("nvidia.com/gpu.product", "NVIDIA-B200"),)
+    assert plan.admissions[1].pods == ("darwin-398b-1-0",)
+    assert set(phases(plan).values()) == {GroupPhase.WAITING_FOR_CAPACITY}
+
+
+def test_demand_of_a_pod_per_stage_group_comes_from_its_pods():
+    spec = make_spec(
+        placement={"podsPerGroup": 3, "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+        replicas=1,
+    )
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0)))
+    (admission,) = plan.admissions
+    assert (admission.demand.pods, admission.demand.gpus_per_pod) == (3, 2)
+    assert admission.pods == ("darwin-398b-0-0", "darwin-398b-0-1", "darwin-398b-0-2")
+    assert admission.demand.placement.tolerations == (Toleration(key="gpu", operator="Exists"),)
+
+
+def test_group_interrupted_while_being_created_is_completed_not_recreated():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, ranks=[0, 2])))
+    assert plan.actions == (CreateGroup(0, gated=True),)
+    assert plan.admissions == ()
+    assert plan.groups[0].message == "2 of 3 pods created"
+
+
+def test_released_group_that_lost_a_member_is_deleted_whole():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready", ranks=[0, 1])))
+    assert plan.actions == (
+        DeleteGroup(0, DeleteReason.MEMBER_LOST, ("darwin-398b-0-0", "darwin-398b-0-1")),
+    )
+
+
+def test_incomplete_group_of_an_old_revision_is_deleted_rather_than_mixed():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    old = group_pods(spec, 0, rev="old", ranks=[0])
+    plan = make_plan(spec, observe(spec, old))
+    assert plan.actions == (DeleteGroup(0, DeleteReason.INCOMPLETE, ("darwin-398b-0-0",)),)
+
+
+def test_admission_interrupted_part_way_is_finished():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    pods = group_pods(spec, 0)
+    pods[0] = replace(pods[0], gated=False)
+    plan = make_plan(spec, observe(spec, pods))
+    assert plan.actions == (UngateGroup(0, ("darwin-398b-0-1", "darwin-398b-0-2")),)
+    assert plan.admissions == ()
+
+
+def test_released_group_stuck_unschedulable_past_the_timeout_is_torn_down():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    pods = group_pods(spec, 0, state="released", admitted_at=T0 - 200)
+    pods[0] = replace(pods[0], node_name="kwok-node-0")  # one bound, holding GPUs
+    pods[2] = replace(pods[2], unschedulable=True, unschedulable_message="0/4 nodes available")
+    plan = make_plan(spec, observe(spec, pods), scheduling_timeout=120)
+    assert plan.actions == (
+        DeleteGroup(0, DeleteReason.SCHEDULING_TIMEOUT, tuple(p.name for p in pods)),
+    )
+    assert "0/4 nodes available" in plan.groups[0].message
+
+
+def test_released_group_within_the_timeout_waits_and_asks_to_be_woken_at_the_deadline():
+    spec = make_spec(replicas=1)
+    pods = group_pods(spec, 0, state="released", admitted_at=T0 - 100, unschedulable=True)
+    plan = make_plan(spec, observe(spec, pods), scheduling_timeout=120)
+    assert plan.actions == ()
+    assert plan.groups[0].phase == GroupPhase.SCHEDULING
+    assert plan.requeue_after == 20
+
+
+def test_without_gang_pods_are_created_ungated_and_never_admitted_or_timed_out():
+    spec = make_spec(placement={"gang": "None"}, replicas=2)
+    plan = make_plan(
+        spec,
+        observe(spec, group_pods(spec, 0, state="released", unschedulable=True, admitted_at=None)),
+    )
+    assert plan.actions == (CreateGroup(1, gated=False),)
+    assert plan.admissions == ()
+    assert plan.groups[0].phase == GroupPhase.SCHEDULING
+
+
+def test_group_phases_follow_its_pods():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=4)
+    starting = group_pods(spec, 1, state="bound")
+    starting[1] = replace(starting[1], ready=True)
+    broken = group_pods(spec, 3, state="bound")
+    broken[2] = replace(broken[2], phase="Failed")
+    plan = make_plan(
+        spec,
+        observe(
+            spec,
+            group_pods(spec, 0, state="ready"),
+            starting,
+            group_pods(spec, 2, state="released"),
+            broken,
+        ),
+    )
+    assert phases(plan) == {
+        0: GroupPhase.READY,
+        1: GroupPhase.STARTING,
+        2: GroupPhase.SCHEDULING,
+        3: GroupPhase.BROKEN,
+    }
+    assert plan.groups[1].message == "1 of 3 pods ready"
+    assert plan.groups[0].serving and not plan.groups[1].serving
+    assert (plan.groups[0].pods, plan.groups[0].pods_ready) == (3, 3)
+
+
+def test_starting_group_reports_why_a_container_waits():
+    from darwin_operator.observed import Waiting
+
+    spec = make_spec(replicas=1)
+    pods = group_pods(
+        spec,
+        0,
+        state="bound",
+        waiting=(Waiting("vllm", "CreateContainerConfigError", 'secret "hf-token" not found'),),
+    )
+    plan = make_plan(spec, observe(spec, pods))
+    assert plan.groups[0].message == (
+        "0 of 1 pods ready; pod darwin-398b-0-0: CreateContainerConfigError: "
+        'secret "hf-token" not found'
+    )
+
+
+def test_missing_secret_keeps_complete_groups_gated_with_the_reason():
+    spec = make_spec(model={"name": "m", "tokenSecretRef": {"name": "hf-token"}}, replicas=1)
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0), secret_missing=True))
+    assert plan.admissions == ()
+    assert "Secret hf-token (spec.model.tokenSecretRef) not found" in plan.blocked_reason
+    assert plan.groups[0].phase == GroupPhase.PENDING
+
+
+def test_scale_down_drains_ready_leaders_of_the_highest_groups_first():
+    spec = make_spec(replicas=1)
+    ready = [group_pods(spec, i, state="ready") for i in range(4)]
+    plan = make_plan(spec, observe(spec, *ready))
+    assert plan.actions == (
+        DrainGroup(3, "darwin-398b-3-0"),
+        DrainGroup(2, "darwin-398b-2-0"),
+        DrainGroup(1, "darwin-398b-1-0"),
+    )
+    assert plan.requeue_after == 30
+    assert phases(plan)[0] == GroupPhase.READY
+    assert all(phases(plan)[i] == GroupPhase.DRAINING for i in (1, 2, 3))
+
+
+def test_drained_group_is_deleted_once_drain_seconds_have_passed():
+    spec = make_spec(replicas=1)
+    draining = group_pods(spec, 1, state="ready")
+    draining[0] = replace(draining[0], serving="false", drain_started_at=T0 - 10)
+    done = group_pods(spec, 2, state="ready")
+    done[0] = replace(done[0], serving="false", drain_started_at=T0 - 30)
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready"), draining, done))
+    assert plan.actions == (DeleteGroup(2, DeleteReason.SCALE_DOWN, ("darwin-398b-2-0",)),)
+    assert plan.requeue_after == 20
+    assert phases(plan)[1] == GroupPhase.DRAINING
+
+
+def test_groups_that_serve_nothing_are_deleted_without_draining():
+    spec = make_spec(replicas=0, rollout={"drainSeconds": 30})
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0), group_pods(spec, 1, state="bound")))
+    assert plan.actions == (
+        DeleteGroup(1, DeleteReason.SCALE_DOWN, ("darwin-398b-1-0",)),
+        DeleteGroup(0, DeleteReason.SCALE_DOWN, ("darwin-398b-0-0",)),
+    )
+    zero_drain = make_spec(replicas=0, rollout={"drainSeconds": 0})
+    plan = make_plan(zero_drain, observe(zero_drain, group_pods(zero_drain, 0, state="ready")))
+    assert kinds(plan) == ["DeleteGroup"]
+
+
+def test_group_wanted_again_while_draining_returns_to_the_service():
+    spec = make_spec(replicas=2)
+    draining = group_pods(spec, 1, state="ready")
+    draining[0] = replace(draining[0], serving="false", drain_started_at=T0 - 10)
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready"), draining))
+    assert plan.actions == (RestoreServing(1, "darwin-398b-1-0"),)
+
+
+def test_terminating_group_is_waited_for_and_an_unfinished_delete_is_finished():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=2)
+    gone = group_pods(spec, 0, state="ready", deleting=True)
+    half = group_pods(spec, 1, state="ready")
+    half[0] = replace(half[0], deleting=True)
+    plan = make_plan(spec, observe(spec, gone, half))
+    assert plan.actions == (
+        DeleteGroup(1, DeleteReason.UNFINISHED_DELETE, ("darwin-398b-1-1", "darwin-398b-1-2")),
+    )
+    assert set(phases(plan).values()) == {GroupPhase.TERMINATING}
+    assert plan.groups[0].pods == 0  # pods being deleted do not count
+
+
+def test_pods_of_another_owner_are_not_the_endpoints():
+    spec = make_spec(replicas=1)
+    stranger = [replace(p, owner_uid="someone-else") for p in group_pods(spec, 0, state="ready")]
+    plan = make_plan(spec, observe(spec, stranger))
+    assert plan.actions == (CreateGroup(0, gated=True),)
+
+
+def test_replicas_zero_with_nothing_observed_plans_only_the_services():
+    spec = make_spec(replicas=0)
+    assert make_plan(spec, observe(spec)).actions == ()
+    assert kinds(make_plan(spec, Observed())) == ["ApplyObject"] * 3
+
+
+def test_labels_the_planner_reads_are_the_ones_render_writes():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    pods = group_pods(spec, 0)
+    assert [(p.group, p.rank, p.role) for p in pods] == [
+        (0, 0, topology.ROLE_LEADER),
+        (0, 1, topology.ROLE_WORKER),
+        (0, 2, topology.ROLE_WORKER),
+    ]
+    assert pods[0].serving == "true" and all(p.gated for p in pods)
