@@ -223,6 +223,7 @@ def compute(
         phase=phase,
         replicas=len(present),
         ready_replicas=len(ready),
+        ready=f"{len(ready)}/{spec.replicas}",
         updated_replicas=len(updated),
         available_replicas=len(available),
         current_revision=current,

@@ -45,7 +45,7 @@ def test_all_groups_ready_is_ready_available_and_not_progressing():
     s = compute([view(0, GroupPhase.READY), view(1, GroupPhase.READY)])
     assert s.phase == "Ready"
     assert (s.replicas, s.ready_replicas, s.updated_replicas, s.available_replicas) == (2, 2, 2, 2)
-    assert s.observed_generation == 3
+    assert s.observed_generation == 3 and s.ready == "2/2"
     assert s.selector == "serving.darwin.ai/endpoint=darwin-398b,serving.darwin.ai/role=leader"
     assert s.endpoint == "http://darwin-398b.llm.svc:8000/v1"
     assert s.current_revision == s.update_revision == REV

@@ -1,0 +1,66 @@
+"""kopf wiring only: every watch ends in a trigger of the one reconcile of an endpoint.
+
+Only event handlers are used: they keep no progress and add no finalizer, so kopf writes nothing
+to the endpoints (its status stays the operator's own) and deleting a namespace never waits for
+the operator. The Controller and Cluster come in through kopf's memo (see runner.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from darwin_operator import api, topology
+
+PROGRESS_PREFIX = "operator.serving.darwin.ai"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Handler logs must not become Kubernetes Events on every pod; warnings and errors still do.
+    settings.posting.level = logging.WARNING
+    # Event handlers store no progress; should any handler ever need some, keep it in
+    # annotations and out of the endpoint's status, which belongs to the operator.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PROGRESS_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 600
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def endpoint_event(
+    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if event.get("type") == "DELETED":
+        memo.controller.forget(namespace, name)  # the garbage collector removes what it owned
+    else:
+        memo.controller.trigger(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={topology.LABEL_ENDPOINT: kopf.PRESENT})
+async def pod_event(
+    event: dict[str, Any],
+    namespace: str,
+    labels: dict[str, str],
+    body: Any,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    memo.controller.trigger(namespace, labels[topology.LABEL_ENDPOINT])
+    phase = (body.get("status") or {}).get("phase")
+    if event.get("type") == "DELETED" or phase in ("Succeeded", "Failed"):
+        memo.controller.trigger_waiting()  # GPUs were freed
+
+
+@kopf.on.probe(id="endpoints")
+def endpoints_probe(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.controller.endpoints)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
+    memo.cluster.close()

@@ -1,0 +1,412 @@
+"""One reconcile of one endpoint (read, plan, act, report), and the per-endpoint work queue.
+
+`Reconciler.reconcile()` is idempotent and keeps nothing between calls: it reads the endpoint and
+its pods, asks the planner what to do, has cluster.py do it, and writes status and events.
+`Controller` runs it for each endpoint on one task of its own, so events for one endpoint are
+coalesced and never reconciled concurrently, while different endpoints proceed in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from darwin_operator import api, capacity, metrics, planner, render, status, topology, validation
+from darwin_operator.cluster import ApiError, Cluster
+from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
+from darwin_operator.observed import Observed, groups_from_pods, node_from_api, pod_from_api
+from darwin_operator.planner import GroupPhase, GroupView
+
+log = logging.getLogger(__name__)
+
+
+class EndpointGone(Exception):
+    """The endpoint no longer exists (or is being deleted): its worker can stop."""
+
+
+class SpecRejected(Exception):
+    """The API server refused an object rendered from the spec: the spec is unusable."""
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+    waiting_for_capacity: bool = False
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    scheduling_timeout: float = 120.0
+
+
+def _validate(obj: dict[str, Any]) -> api.DarwinEndpointSpec:
+    """The spec, checked as the API server would (an old CRD may have let something through)."""
+    without_status = {k: v for k, v in obj.items() if k != "status"}
+    return validation.validate(without_status).spec
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: ReconcileConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cluster = cluster
+        self.config = config or ReconcileConfig()
+        self.clock = clock
+
+    async def reconcile(self, namespace: str, name: str) -> Result:
+        started = time.monotonic()
+        try:
+            result = await self._reconcile(namespace, name)
+        except EndpointGone:
+            metrics.RECONCILE_TOTAL.labels("gone").inc()
+            raise
+        except Exception:
+            metrics.RECONCILE_TOTAL.labels("error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+        metrics.RECONCILE_TOTAL.labels("success").inc()
+        return result
+
+    async def _reconcile(self, namespace: str, name: str) -> Result:
+        obj = await self.cluster.get_endpoint(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            raise EndpointGone(f"{namespace}/{name}")
+        meta = obj["metadata"]
+        now = self.clock()
+        old = status.parse_old(obj.get("status"))
+        try:
+            spec = _validate(obj)
+        except validation.InvalidEndpoint as e:
+            await self._fail(obj, old, Reason.INVALID_SPEC, f"invalid spec: {e}", now)
+            return Result()
+
+        annotations = meta.get("annotations") or {}
+        revision = render.revision_of(spec, annotations.get(topology.ANNOTATION_RESTARTED_AT))
+        ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
+        observed = await self._observe(ref, spec)
+        plan = planner.plan(
+            ref,
+            spec,
+            revision,
+            observed,
+            now,
+            planner.PlannerConfig(scheduling_timeout=self.config.scheduling_timeout),
+        )
+        notes: list[EventNote] = []
+        try:
+            await self._execute(ref, spec, revision, plan, notes, now)
+        except SpecRejected as e:
+            await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
+            return Result()
+        views = list(plan.groups)
+        if plan.admissions:
+            views = await self._admit(ref, spec, plan.admissions, views, notes)
+
+        new = status.compute(
+            name=name,
+            namespace=namespace,
+            generation=meta.get("generation"),
+            spec=spec,
+            revision=revision,
+            views=views,
+            old=old,
+            now=now,
+            blocked_reason=plan.blocked_reason,
+        )
+        if status.changed(obj.get("status"), new):
+            await self.cluster.patch_status(namespace, name, status.to_wire(new))
+        notes.extend(status.transitions(old, new))
+        for note in notes:
+            await self.cluster.post_event(obj, note, now)
+        _record_metrics(namespace, name, spec, revision, views, old, new, now)
+        waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
+        return Result(requeue_after=plan.requeue_after, waiting_for_capacity=waiting)
+
+    async def _observe(self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec) -> Observed:
+        secret = spec.model.token_secret_ref
+        pods, owned, secret_found = await asyncio.gather(
+            self.cluster.endpoint_pods(ref.namespace, ref.name),
+            self.cluster.owned_objects(ref.namespace, ref.name),
+            self.cluster.secret_exists(ref.namespace, secret.name) if secret else _true(),
+        )
+        owned_hashes = tuple(
+            (
+                f"{o['kind']}/{o['metadata']['name']}",
+                (o["metadata"].get("annotations") or {}).get(planner.ANNOTATION_SPEC_HASH, ""),
+            )
+            for o in owned
+            if any(r.get("uid") == ref.uid for r in o["metadata"].get("ownerReferences") or ())
+        )
+        return Observed(
+            groups=groups_from_pods((pod_from_api(p) for p in pods), ref.uid),
+            owned_objects=owned_hashes,
+            secret_missing=secret_found is False,
+        )
+
+    async def _execute(
+        self,
+        ref: render.EndpointRef,
+        spec: api.DarwinEndpointSpec,
+        revision: str,
+        plan: planner.Plan,
+        notes: list[EventNote],
+        now: float,
+    ) -> None:
+        ns = ref.namespace
+
+        async def run(action: planner.Action) -> None:
+            match action:
+                case planner.ApplyObject(body=body):
+                    await self.cluster.apply(body)
+                case planner.CreateGroup(index=index, gated=gated):
+                    pods = render.render_group(ref, spec, revision, index, gated=gated)
+                    created = await self.cluster.create_pods(ns, pods)
+                    if created:
+                        how = "gated" if gated else "ungated"
+                        notes.append(
+                            EventNote(
+                                NORMAL,
+                                Reason.GROUP_CREATED,
+                                f"group {index}: created {created} of {len(pods)} pods ({how})",
+                            )
+                        )
+                case planner.UngateGroup(pods=pods):
+                    await self.cluster.ungate_pods(ns, pods, now)
+                case planner.DrainGroup(index=index, leader=leader):
+                    await self.cluster.set_serving(ns, leader, False, now)
+                    notes.append(
+                        EventNote(
+                            NORMAL,
+                            Reason.GROUP_DRAINING,
+                            f"group {index}: leader left the Service; deleted in "
+                            f"{spec.rollout.drain_seconds}s",
+                        )
+                    )
+                case planner.RestoreServing(leader=leader):
+                    await self.cluster.set_serving(ns, leader, True, now)
+                case planner.DeleteGroup(index=index, reason=reason, pods=pods):
+                    deleted = await self.cluster.delete_pods(ns, pods)
+                    if deleted and reason != planner.DeleteReason.UNFINISHED_DELETE:
+                        _note_delete(notes, index, reason, plan, ref)
+
+        applies = [a for a in plan.actions if isinstance(a, planner.ApplyObject)]
+        others = [a for a in plan.actions if not isinstance(a, planner.ApplyObject)]
+        try:
+            await asyncio.gather(*(run(a) for a in applies))
+            await asyncio.gather(*(run(a) for a in others))
+        except ApiError as e:
+            if e.status in (400, 422):  # Invalid / BadRequest: the rendered object is unusable
+                raise SpecRejected(f"the API server rejected a rendered object: {e.message}") from e
+            raise
+
+    async def _admit(
+        self,
+        ref: render.EndpointRef,
+        spec: api.DarwinEndpointSpec,
+        admissions: tuple[planner.Admission, ...],
+        views: list[GroupView],
+        notes: list[EventNote],
+    ) -> list[GroupView]:
+        by_index = {v.index: v for v in views}
+        async with self.cluster.admission_lock:
+            raw_nodes, raw_pods = await self.cluster.capacity_inputs()
+            nodes = [node_from_api(o) for o in raw_nodes]
+            resource = spec.placement.gpu_resource
+            free = capacity.free_gpus(nodes, (pod_from_api(o) for o in raw_pods), resource)
+            fits = capacity.admit_in_order([a.demand for a in admissions], nodes, free)
+            now = self.clock()
+            for admission, fit in zip(admissions, fits, strict=True):
+                view = by_index[admission.index]
+                if fit.fits:
+                    await self.cluster.ungate_pods(ref.namespace, admission.pods, now)
+                    notes.append(
+                        EventNote(
+                            NORMAL,
+                            Reason.GROUP_ADMITTED,
+                            f"group {admission.index}: gates lifted; {fit.message}",
+                        )
+                    )
+                    by_index[admission.index] = replace(
+                        view, phase=GroupPhase.SCHEDULING, message="gates lifted"
+                    )
+                else:
+                    by_index[admission.index] = replace(
+                        view,
+                        phase=GroupPhase.WAITING_FOR_CAPACITY,
+                        message=fit.message,
+                        reason=fit.reason,
+                    )
+        return [by_index[v.index] for v in views]
+
+    async def _fail(
+        self,
+        obj: dict[str, Any],
+        old: api.DarwinEndpointStatus | None,
+        reason: Reason,
+        message: str,
+        now: float,
+    ) -> None:
+        meta = obj["metadata"]
+        new = status.failed(
+            name=meta["name"],
+            generation=meta.get("generation"),
+            old=old,
+            reason=reason,
+            message=message,
+            now=now,
+        )
+        if status.changed(obj.get("status"), new):
+            await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
+        for note in status.transitions(old, new):
+            await self.cluster.post_event(obj, note, now)
+
+
+def _note_delete(
+    notes: list[EventNote],
+    index: int,
+    reason: planner.DeleteReason,
+    plan: planner.Plan,
+    ref: render.EndpointRef,
+) -> None:
+    view = next((v for v in plan.groups if v.index == index), None)
+    detail = f": {view.message}" if view and view.message else ""
+    if reason == planner.DeleteReason.SCHEDULING_TIMEOUT:
+        notes.append(EventNote(WARNING, Reason.SCHEDULING_TIMEOUT, f"group {index}{detail}"))
+    else:
+        notes.append(
+            EventNote(NORMAL, Reason.GROUP_DELETED, f"group {index} deleted ({reason.value})")
+        )
+    if reason != planner.DeleteReason.SCALE_DOWN:
+        metrics.GROUP_RECREATIONS.labels(ref.namespace, ref.name, reason.value).inc()
+
+
+def _record_metrics(
+    namespace: str,
+    name: str,
+    spec: api.DarwinEndpointSpec,
+    revision: str,
+    views: list[GroupView],
+    old: api.DarwinEndpointStatus | None,
+    new: api.DarwinEndpointStatus,
+    now: float,
+) -> None:
+    states = {
+        "desired": spec.replicas,
+        "current": new.replicas,
+        "ready": new.ready_replicas,
+        "updated": new.updated_replicas,
+        "available": new.available_replicas,
+    }
+    for state, value in states.items():
+        metrics.ENDPOINT_REPLICAS.labels(namespace, name, state).set(value)
+    per_group = topology.shape_of(spec).gpus_per_pod * topology.shape_of(spec).pods_per_group
+    placed = [
+        v for v in views if v.phase in (GroupPhase.STARTING, GroupPhase.READY, GroupPhase.DRAINING)
+    ]
+    ready = [v for v in views if v.phase == GroupPhase.READY]
+    metrics.GPUS.labels(namespace, name, "requested").set(per_group * len(placed))
+    metrics.GPUS.labels(namespace, name, "ready").set(per_group * len(ready))
+    metrics.ROLLOUT_IN_PROGRESS.labels(namespace, name).set(
+        1 if any(v.revision != revision and v.pods for v in views) else 0
+    )
+    was_ready = {g.index for g in (old.groups if old else []) if g.phase == GroupPhase.READY.value}
+    for v in ready:
+        if v.index not in was_ready and v.created_at is not None:
+            metrics.GROUP_STARTUP.observe(max(0.0, now - v.created_at))
+
+
+async def _true() -> bool:
+    return True
+
+
+class Controller:
+    """One worker task per endpoint: runs reconcile when triggered, on requeue and on resync."""
+
+    def __init__(
+        self,
+        reconcile: Callable[[str, str], Awaitable[Result]],
+        *,
+        resync_seconds: float = 30.0,
+        debounce_seconds: float = 0.05,
+        error_backoff: tuple[float, ...] = (1, 2, 5, 10, 30),
+    ) -> None:
+        self._reconcile = reconcile
+        self.resync = resync_seconds
+        self.debounce = debounce_seconds
+        self.error_backoff = error_backoff
+        self._dirty: dict[tuple[str, str], asyncio.Event] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._waiting: set[tuple[str, str]] = set()
+
+    def trigger(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key not in self._tasks:
+            self._dirty[key] = asyncio.Event()
+            self._tasks[key] = asyncio.create_task(self._worker(key), name=f"reconcile {key}")
+        self._dirty[key].set()
+
+    def trigger_waiting(self) -> None:
+        """GPUs were freed somewhere: endpoints waiting for capacity should look again."""
+        for key in list(self._waiting):
+            self.trigger(*key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        task = self._tasks.pop(key, None)
+        self._dirty.pop(key, None)
+        self._waiting.discard(key)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        metrics.forget_endpoint(namespace, name)
+
+    @property
+    def endpoints(self) -> list[tuple[str, str]]:
+        return list(self._tasks)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._dirty.clear()
+
+    async def _worker(self, key: tuple[str, str]) -> None:
+        failures = 0
+        delay: float | None = 0.0
+        dirty = self._dirty[key]
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dirty.wait(), timeout=delay)
+            await asyncio.sleep(self.debounce)  # let a burst of pod events land in one run
+            dirty.clear()
+            try:
+                result = await self._reconcile(*key)
+            except EndpointGone:
+                log.info("endpoint %s/%s is gone", *key)
+                self.forget(*key)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                delay = self.error_backoff[min(failures, len(self.error_backoff) - 1)]
+                failures += 1
+                log.warning("reconcile of %s/%s failed (retry in %ss): %s", *key, delay, e)
+                log.debug("reconcile failure", exc_info=True)
+                continue
+            failures = 0
+            if result.waiting_for_capacity:
+                self._waiting.add(key)
+            else:
+                self._waiting.discard(key)
+            requeue = result.requeue_after
+            delay = self.resync if requeue is None else max(0.05, min(requeue, self.resync))

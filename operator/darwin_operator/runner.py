@@ -1,0 +1,85 @@
+"""`darwin-operator run`: start the operator (kopf) with its flags, metrics and liveness."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+import prometheus_client
+
+from darwin_operator.cluster import Cluster, load_api_client
+from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file; default: $KUBECONFIG or in-cluster")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=30.0,
+        help="reconcile every endpoint at least this often, events or not (default 30)",
+    )
+    parser.add_argument(
+        "--scheduling-timeout",
+        type=float,
+        default=120.0,
+        help="seconds an admitted group may stay unschedulable before it is gated again",
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="/metrics; 0 disables")
+    parser.add_argument(
+        "--health-port", type=int, default=8081, help="liveness on /healthz; 0 disables"
+    )
+    parser.add_argument(
+        "--api-workers", type=int, default=16, help="concurrent API requests (default 16)"
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="skip kopf peering; by default peering is used when its CRD is installed, so "
+        "only one of several operator replicas acts at a time",
+    )
+    parser.add_argument("--peering", default=None, help="kopf peering object name")
+    parser.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:  # kopf's own login reads the environment
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kopf.configure(verbose=args.verbose)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-event handler chatter
+    from darwin_operator import handlers  # noqa: F401  (registers the kopf handlers)
+
+    cluster = Cluster(load_api_client(args.kubeconfig), workers=args.api_workers)
+    reconciler = Reconciler(cluster, ReconcileConfig(scheduling_timeout=args.scheduling_timeout))
+    controller = Controller(reconciler.reconcile, resync_seconds=args.resync_seconds)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
+    namespaces = list(args.namespace)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True if args.standalone else None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
+        if args.health_port
+        else None,
+        memo=kopf.Memo(controller=controller, cluster=cluster),
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="darwin-operator run")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
