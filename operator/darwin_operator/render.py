@@ -57,8 +57,14 @@ def revision_of(spec: DarwinEndpointSpec, restarted_at: str | None) -> str:
     roll every group.
     """
     pod_inputs = spec.model_dump(mode="json", exclude=_NOT_IN_PODS, exclude_defaults=True)
-    payload = json.dumps({"spec": pod_inputs, "restartedAt": restarted_at or ""}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+    payload = {"spec": _without_empty(pod_inputs), "restartedAt": restarted_at or ""}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _without_empty(values: dict) -> dict:
+    """Drop sections left empty by the exclusions, so they hash as if never written."""
+    pruned = {k: _without_empty(v) if isinstance(v, dict) else v for k, v in values.items()}
+    return {k: v for k, v in pruned.items() if v != {}}
 
 
 def owner_reference(ref: EndpointRef) -> dict:
