@@ -1,0 +1,53 @@
+"""Small builders of DarwinEndpoint documents and specs for the unit tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.render import EndpointRef
+
+REF = EndpointRef(name="darwin-398b", namespace="llm", uid="0d1e2f3a-0000-4000-8000-000000000001")
+
+REFERENCE_SPEC: dict[str, Any] = {
+    "replicas": 2,
+    "model": {"name": "FINAL-Bench/Darwin-398B-JGOS"},
+    "engine": {
+        "image": "vllm/vllm-openai:v0.33.0",
+        "tensorParallelSize": 2,
+        "pipelineParallelSize": 3,
+        "dtype": "bfloat16",
+        "maxModelLen": 18432,
+        "trustRemoteCode": True,
+    },
+    "placement": {"podsPerGroup": 1, "gpuProduct": "NVIDIA-B200"},
+}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def spec_doc(**changes: Any) -> dict:
+    return merged(REFERENCE_SPEC, changes)
+
+
+def endpoint_doc(name: str = "darwin-398b", **changes: Any) -> dict:
+    return {
+        "apiVersion": "serving.darwin.ai/v1alpha1",
+        "kind": "DarwinEndpoint",
+        "metadata": {"name": name},
+        "spec": spec_doc(**changes),
+    }
+
+
+def spec(**changes: Any) -> DarwinEndpointSpec:
+    return DarwinEndpointSpec.model_validate(spec_doc(**changes))

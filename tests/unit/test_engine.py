@@ -1,0 +1,161 @@
+"""vLLM command lines and environment, per backend and rank."""
+
+import shlex
+
+import pytest
+
+from darwin_operator import api, engine
+from darwin_operator.api import OWNED_VLLM_FLAGS
+from tests.unit.specs import spec
+
+LEADER = "darwin-398b-0-0.darwin-398b-pods.llm.svc"
+
+
+def args_of(endpoint_spec, rank=0):
+    return engine.vllm_serve_args(
+        endpoint_spec, endpoint_name="darwin-398b", rank=rank, leader_address=LEADER
+    )
+
+
+def flag(args, name):
+    return args[args.index(name) + 1]
+
+
+def test_single_pod_serves_the_whole_group_without_multi_node_flags():
+    args = args_of(spec())
+    assert args[0] == "FINAL-Bench/Darwin-398B-JGOS"
+    assert flag(args, "--tensor-parallel-size") == "2"
+    assert flag(args, "--pipeline-parallel-size") == "3"
+    assert flag(args, "--served-model-name") == "darwin-398b"
+    assert flag(args, "--port") == "8000" and flag(args, "--host") == "0.0.0.0"
+    assert flag(args, "--dtype") == "bfloat16"
+    assert flag(args, "--max-model-len") == "18432"
+    assert "--trust-remote-code" in args
+    for multi_node in ("--nnodes", "--node-rank", "--master-addr", "--headless"):
+        assert multi_node not in args
+    command = engine.container_command(
+        spec(), endpoint_name="darwin-398b", rank=0, leader_address=LEADER
+    )
+    assert command == ["vllm", "serve", *args]
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_pod_per_stage_joins_the_leader_with_vllms_multi_node_flags(rank):
+    staged = spec(placement={"podsPerGroup": 3})
+    args = args_of(staged, rank)
+    assert flag(args, "--nnodes") == "3"
+    assert flag(args, "--node-rank") == str(rank)
+    assert flag(args, "--master-addr") == LEADER
+    assert flag(args, "--master-port") == str(engine.MASTER_PORT)
+    assert flag(args, "--distributed-executor-backend") == "mp"
+    assert ("--headless" in args) == (rank != 0)
+    command = engine.container_command(
+        staged, endpoint_name="darwin-398b", rank=rank, leader_address=LEADER
+    )
+    assert command[:2] == ["bash", "-c"]
+    assert f"getent hosts {LEADER}" in command[2]
+    assert command[2].splitlines()[-1] == "exec " + shlex.join(["vllm", "serve", *args])
+
+
+def test_optional_flags_follow_the_spec_and_extra_args_come_last():
+    custom = spec(
+        model={
+            "servedName": "darwin",
+            "revision": "v2",
+            "cache": {"persistentVolumeClaim": "weights", "mountPath": "/weights"},
+        },
+        engine={
+            "maxModelLen": None,
+            "trustRemoteCode": False,
+            "extraArgs": ["--max-num-seqs", "8"],
+        },
+    )
+    args = args_of(custom)
+    assert flag(args, "--served-model-name") == "darwin"
+    assert flag(args, "--revision") == "v2"
+    assert flag(args, "--download-dir") == "/weights"
+    assert "--max-model-len" not in args and "--trust-remote-code" not in args
+    assert args[-2:] == ["--max-num-seqs", "8"]
+
+
+def test_ray_leader_starts_a_head_waits_for_all_gpus_then_serves():
+    ray = spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3})
+    args = args_of(ray)
+    assert flag(args, "--distributed-executor-backend") == "ray"
+    assert "--nnodes" not in args and "--headless" not in args
+    script = engine.container_command(
+        ray, endpoint_name="darwin-398b", rank=0, leader_address=LEADER
+    )[2]
+    assert "ray start --head --port=6379" in script and "--num-gpus=2" in script
+    assert ">= 6" in script  # all of the group's GPUs joined before vllm starts
+    assert script.splitlines()[-1] == "exec " + shlex.join(["vllm", "serve", *args])
+
+
+def test_ray_workers_only_join_the_head():
+    ray = spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3})
+    command = engine.container_command(
+        ray, endpoint_name="darwin-398b", rank=2, leader_address=LEADER
+    )
+    assert "vllm" not in command[2]
+    assert f"ray start --address={LEADER}:6379" in command[2] and "--block" in command[2]
+    with pytest.raises(ValueError):
+        args_of(ray, rank=2)
+
+
+def test_env_carries_the_group_identity_then_the_users_variables():
+    gated = spec(
+        model={"tokenSecretRef": {"name": "hf-token"}},
+        engine={"env": [{"name": "NCCL_DEBUG", "value": "INFO"}]},
+        health={"startupTimeoutSeconds": 5400},
+    )
+    env = engine.pod_env(
+        gated, endpoint_name="darwin-398b", group=4, rank=1, leader_address=LEADER, group_size=3
+    )
+    by_name = {var["name"]: var for var in env}
+    assert by_name["DARWIN_GROUP_INDEX"]["value"] == "4"
+    assert by_name["DARWIN_NODE_RANK"]["value"] == "1"
+    assert by_name["DARWIN_GROUP_SIZE"]["value"] == "3"
+    assert by_name["DARWIN_LEADER_ADDRESS"]["value"] == LEADER
+    assert by_name["VLLM_ENGINE_READY_TIMEOUT_S"]["value"] == "5400"
+    assert by_name["VLLM_HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert by_name["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+    }
+    assert env[-1] == {"name": "NCCL_DEBUG", "value": "INFO"}
+
+
+def test_no_token_no_hf_token():
+    env = engine.pod_env(
+        spec(), endpoint_name="e", group=0, rank=0, leader_address=LEADER, group_size=1
+    )
+    assert "HF_TOKEN" not in {var["name"] for var in env}
+
+
+def test_every_flag_the_operator_sets_is_protected_from_extra_args():
+    """The operator's own flags, apart from the spec-derived ones users may override."""
+    user_overridable = {"dtype", "max-model-len", "trust-remote-code", "revision", "download-dir"}
+    for endpoint_spec, rank in [
+        (spec(), 0),
+        (spec(placement={"podsPerGroup": 3}), 1),
+        (spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3}), 0),
+    ]:
+        flags = {a[2:] for a in args_of(endpoint_spec, rank) if a.startswith("--")}
+        assert flags - user_overridable <= set(OWNED_VLLM_FLAGS)
+
+
+def test_every_variable_the_operator_sets_is_owned():
+    env = engine.pod_env(
+        spec(model={"tokenSecretRef": {"name": "t"}}),
+        endpoint_name="e",
+        group=0,
+        rank=0,
+        leader_address=LEADER,
+        group_size=1,
+    )
+    for var in env:
+        assert (
+            var["name"].startswith(api.OWNED_ENV_PREFIX)
+            or var["name"] in api.OWNED_ENV
+            or var["name"] in api.TOKEN_ENV
+        )

@@ -1,0 +1,295 @@
+"""Pods, Services and PDB rendered from a spec; the revision hash."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from darwin_operator import render, topology
+from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.render import leader_address, render_group, render_pdb, render_services
+from tests.unit.specs import REF, spec, spec_doc
+
+REVISION = "0123456789"
+
+
+def pods_of(endpoint_spec, group=0, gated=True):
+    return render_group(REF, endpoint_spec, REVISION, group, gated=gated)
+
+
+def container(pod):
+    (only,) = pod["spec"]["containers"]
+    return only
+
+
+def test_reference_group_is_one_leader_with_six_gpus():
+    (pod,) = pods_of(spec(), group=1)
+    assert pod["metadata"]["name"] == "darwin-398b-1-0"
+    assert pod["metadata"]["namespace"] == "llm"
+    assert pod["metadata"]["labels"] == {
+        "serving.darwin.ai/endpoint": "darwin-398b",
+        "serving.darwin.ai/group": "1",
+        "serving.darwin.ai/rank": "0",
+        "serving.darwin.ai/role": "leader",
+        "serving.darwin.ai/revision": REVISION,
+        "serving.darwin.ai/serving": "true",
+    }
+    resources = container(pod)["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "6"}
+    assert resources["requests"]["nvidia.com/gpu"] == "6"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-B200"}
+    assert pod["spec"]["hostname"] == "darwin-398b-1-0"
+    assert pod["spec"]["subdomain"] == "darwin-398b-pods"
+    assert pod["spec"]["enableServiceLinks"] is False
+
+
+def test_pod_per_stage_group_has_a_leader_and_headless_workers():
+    pods = pods_of(spec(placement={"podsPerGroup": 3}), group=2)
+    assert [p["metadata"]["name"] for p in pods] == [f"darwin-398b-2-{r}" for r in range(3)]
+    roles = [p["metadata"]["labels"]["serving.darwin.ai/role"] for p in pods]
+    assert roles == ["leader", "worker", "worker"]
+    assert [p["metadata"]["labels"].get("serving.darwin.ai/serving") for p in pods] == [
+        "true",
+        None,
+        None,
+    ]
+    for rank, pod in enumerate(pods):
+        assert container(pod)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+        script = container(pod)["command"][2]
+        assert f"--node-rank {rank}" in script
+        assert ("--headless" in script) == (rank > 0)
+        env = {var["name"]: var.get("value") for var in container(pod)["env"]}
+        assert env["DARWIN_NODE_RANK"] == str(rank) and env["DARWIN_GROUP_INDEX"] == "2"
+        assert env["DARWIN_LEADER_ADDRESS"] == "darwin-398b-2-0.darwin-398b-pods.llm.svc"
+
+
+def test_only_the_leader_serves_http_and_has_probes():
+    leader, worker, _ = pods_of(spec(placement={"podsPerGroup": 3}))
+    assert container(leader)["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"}
+    ]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container(leader)[probe]["httpGet"] == {"path": "/health", "port": "http"}
+        assert probe not in container(worker)
+    assert "ports" not in container(worker)
+
+
+@pytest.mark.parametrize("timeout", [10, 3600, 3605, 86400])
+def test_startup_probe_outlasts_the_startup_timeout(timeout):
+    (pod,) = pods_of(spec(health={"startupTimeoutSeconds": timeout}))
+    probe = container(pod)["startupProbe"]
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= timeout
+
+
+def test_prestop_drains_and_grace_period_outlasts_it():
+    (pod,) = pods_of(spec(rollout={"drainSeconds": 45}))
+    assert container(pod)["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "45"]}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 45
+    (undrained,) = pods_of(spec(rollout={"drainSeconds": 0}))
+    assert "lifecycle" not in container(undrained)
+
+
+def test_gate_only_when_gated():
+    (gated,) = pods_of(spec(), gated=True)
+    assert gated["spec"]["schedulingGates"] == [{"name": topology.SCHEDULING_GATE}]
+    (ungated,) = pods_of(spec(), gated=False)
+    assert "schedulingGates" not in ungated["spec"]
+
+
+def test_owned_by_the_endpoint_as_controller():
+    objects = [*pods_of(spec()), *render_services(REF, spec()), render_pdb(REF, spec())]
+    for obj in objects:
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "serving.darwin.ai/v1alpha1",
+                "kind": "DarwinEndpoint",
+                "name": "darwin-398b",
+                "uid": REF.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_volumes_shared_memory_and_pvc_cache():
+    cached = spec(
+        model={"cache": {"persistentVolumeClaim": "model-cache"}},
+        resources={"sharedMemory": "64Gi"},
+    )
+    (pod,) = pods_of(cached)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": "model-cache"}
+    mounts = {m["name"]: m for m in container(pod)["volumeMounts"]}
+    assert mounts["dshm"]["mountPath"] == "/dev/shm"
+    assert mounts["weights"] == {"name": "weights", "mountPath": "/models"}  # vLLM downloads here
+
+
+def test_weights_given_as_a_path_are_mounted_read_only():
+    from_path = spec(
+        model={"name": "/models/darwin-398b", "cache": {"persistentVolumeClaim": "weights"}}
+    )
+    (pod,) = pods_of(from_path)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["weights"]["persistentVolumeClaim"]["readOnly"] is True
+    assert {m["name"]: m for m in container(pod)["volumeMounts"]}["weights"]["readOnly"] is True
+
+
+def test_host_path_cache():
+    (pod,) = pods_of(spec(model={"cache": {"hostPath": "/mnt/nvme/models"}}))
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["weights"]["hostPath"]["path"] == "/mnt/nvme/models"
+
+
+def test_placement_extras():
+    placed = spec(
+        placement={
+            "podsPerGroup": 3,
+            "nodeSelector": {"pool": "b200"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "topologyKey": "darwin.test/rack",
+            "priorityClassName": "inference",
+            "gpuResource": "example.com/gpu",
+        },
+        resources={"cpu": "16", "memory": "256Gi"},
+        podMetadata={"labels": {"team": "llm"}, "annotations": {"a": "b"}},
+    )
+    leader = pods_of(placed, group=3)[0]
+    pod_spec = leader["spec"]
+    assert pod_spec["nodeSelector"] == {"pool": "b200", "nvidia.com/gpu.product": "NVIDIA-B200"}
+    assert pod_spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    (term,) = pod_spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term == {
+        "labelSelector": {
+            "matchLabels": {
+                "serving.darwin.ai/endpoint": "darwin-398b",
+                "serving.darwin.ai/group": "3",
+            }
+        },
+        "topologyKey": "darwin.test/rack",
+    }
+    assert pod_spec["priorityClassName"] == "inference"
+    requests = container(leader)["resources"]["requests"]
+    assert requests == {"example.com/gpu": "2", "cpu": "16", "memory": "256Gi"}
+    assert leader["metadata"]["labels"]["team"] == "llm"
+    assert leader["metadata"]["annotations"] == {"a": "b"}
+
+
+def test_services():
+    headless, client = render_services(REF, spec(service={"type": "LoadBalancer", "port": 80}))
+    assert headless["metadata"]["name"] == "darwin-398b-pods"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["selector"] == {"serving.darwin.ai/endpoint": "darwin-398b"}
+    assert client["metadata"]["name"] == "darwin-398b"
+    assert client["spec"]["type"] == "LoadBalancer"
+    assert client["spec"]["selector"] == {
+        "serving.darwin.ai/endpoint": "darwin-398b",
+        "serving.darwin.ai/role": "leader",
+        "serving.darwin.ai/serving": "true",
+    }
+    (port,) = client["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (80, "http")
+
+
+def test_pdb_limits_leader_disruptions_to_max_unavailable():
+    pdb = render_pdb(REF, spec(rollout={"maxUnavailable": "50%"}))
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["metadata"]["name"] == "darwin-398b-leaders"
+    assert pdb["spec"]["maxUnavailable"] == "50%"
+    assert pdb["spec"]["selector"]["matchLabels"] == {
+        "serving.darwin.ai/endpoint": "darwin-398b",
+        "serving.darwin.ai/role": "leader",
+    }
+
+
+def test_leader_address_is_the_pod_dns_name():
+    assert leader_address(REF, 7) == "darwin-398b-7-0.darwin-398b-pods.llm.svc"
+
+
+class TestRevision:
+    def test_stable_and_short(self):
+        assert render.revision_of(spec(), None) == render.revision_of(spec(), None)
+        assert len(render.revision_of(spec(), None)) == 10
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"replicas": 7},
+            {"rollout": {"maxUnavailable": 2, "maxSurge": 1, "partition": 1, "paused": True}},
+            {"health": {"maxGroupRestarts": 1, "restartWindowSeconds": 60}},
+            {"service": {"type": "NodePort", "port": 80}},
+            {"placement": {"gang": "None"}},
+        ],
+    )
+    def test_settings_that_never_reach_pods_keep_it(self, changes):
+        assert render.revision_of(spec(**changes), None) == render.revision_of(spec(), None)
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"engine": {"image": "vllm/vllm-openai:v0.34.0"}},
+            {"engine": {"extraArgs": ["--max-num-seqs", "8"]}},
+            {"model": {"revision": "v2"}},
+            {"placement": {"podsPerGroup": 3}},
+            {"resources": {"memory": "1Ti"}},
+            {"health": {"startupTimeoutSeconds": 7200}},
+            {"rollout": {"drainSeconds": 90}},
+            {"podMetadata": {"labels": {"team": "x"}}},
+        ],
+    )
+    def test_what_pods_are_built_from_changes_it(self, changes):
+        assert render.revision_of(spec(**changes), None) != render.revision_of(spec(), None)
+
+    def test_a_restart_request_changes_it(self):
+        before = render.revision_of(spec(), None)
+        assert render.revision_of(spec(), "2026-01-01T00:00:00Z") != before
+        assert render.revision_of(spec(), "") == before
+
+    def test_defaults_spelled_out_by_the_api_server_keep_it(self):
+        """The API server stores the defaulted spec; it must hash like the one the user wrote."""
+        written = spec()
+        defaulted = DarwinEndpointSpec.model_validate(written.model_dump(by_alias=True))
+        assert render.revision_of(defaulted, None) == render.revision_of(written, None)
+
+
+SHAPES = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
+    lambda tp_pp: st.tuples(
+        st.just(tp_pp),
+        st.sampled_from([n for n in range(1, tp_pp[1] + 1) if tp_pp[1] % n == 0]),
+    )
+)
+
+
+@given(
+    shape=SHAPES,
+    group=st.integers(0, topology.MAX_GROUP_INDEX),
+    backend=st.sampled_from(["mp", "ray"]),
+)
+def test_any_valid_shape_renders_a_whole_group(shape, group, backend):
+    (tp, pp), pods_per_group = shape
+    if backend == "ray" and pods_per_group == 1:
+        backend = "mp"
+    endpoint_spec = DarwinEndpointSpec.model_validate(
+        spec_doc(
+            engine={"tensorParallelSize": tp, "pipelineParallelSize": pp, "backend": backend},
+            placement={"podsPerGroup": pods_per_group},
+        )
+    )
+    longest = render.EndpointRef(
+        name="d" * topology.MAX_ENDPOINT_NAME_LENGTH, namespace="n", uid="u"
+    )
+    pods = render_group(longest, endpoint_spec, REVISION, group, gated=True)
+    gpus = [int(container(p)["resources"]["limits"]["nvidia.com/gpu"]) for p in pods]
+    assert sum(gpus) == tp * pp
+    assert all(g % tp == 0 for g in gpus)  # whole tensor-parallel groups per pod
+    ranks = [int(p["metadata"]["labels"][topology.LABEL_RANK]) for p in pods]
+    assert ranks == list(range(pods_per_group))
+    roles = [p["metadata"]["labels"][topology.LABEL_ROLE] for p in pods]
+    assert roles.count("leader") == 1 and roles[0] == "leader"
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        assert len(name) <= 63 and pod["spec"]["hostname"] == name
