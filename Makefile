@@ -7,7 +7,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 export CLUSTER_DIR
 
 .PHONY: help venv build-cluster cluster-up cluster-down vllm-venv test test-unit test-e2e \
-	lint generate demo demo-down
+	lint generate install-manifest demo demo-down
 
 help:
 	@echo "make demo        run the reference endpoint on the local simulated cluster"
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 build-cluster: venv
-	bash tests/cluster/build.sh kubernetes etcd kwok
+	bash tests/cluster/build.sh kubernetes etcd kwok helm
 
 cluster-up: build-cluster
 	$(PY) tests/cluster/localcluster.py up --dir $(CLUSTER_DIR)
@@ -52,3 +52,10 @@ lint: venv
 generate: venv
 	$(VENV)/bin/darwin-operator crd --output crds/serving.darwin.ai_darwinendpoints.yaml
 	$(VENV)/bin/darwin-operator crd --output charts/darwin-operator/crds/serving.darwin.ai_darwinendpoints.yaml
+	$(MAKE) install-manifest
+
+# The no-Helm install: the chart rendered with its default values (a test fails on drift).
+install-manifest:
+	bash tests/cluster/build.sh helm
+	bash tests/cluster/render_install.sh > manifests/install.yaml.tmp
+	mv manifests/install.yaml.tmp manifests/install.yaml

@@ -9,6 +9,7 @@ import os
 import kopf
 import prometheus_client
 
+from darwin_operator import peering
 from darwin_operator.cluster import Cluster, load_api_client
 from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler
 
@@ -48,7 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "only one of several operator replicas acts at a time",
     )
     parser.add_argument("--peering", default=None, help="kopf peering object name")
-    parser.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    # High availability (peering.py): with --peering, a replica registers below those already
+    # running, so the oldest one acts and the others stand by.
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="kopf peering priority; default with --peering: below every registered replica",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a replica's keep-alive is valid: a standby takes over at most this long "
+        "after the active replica stops (default 60)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
@@ -65,18 +80,34 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
     namespaces = list(args.namespace)
+    settings, identity, priority = _peering(args, cluster, namespaces)
     kopf.run(
+        settings=settings,
+        identity=identity,
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True if args.standalone else None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
         if args.health_port
         else None,
         memo=kopf.Memo(controller=controller, cluster=cluster),
     )
     return 0
+
+
+def _peering(
+    args: argparse.Namespace, cluster: Cluster, namespaces: list[str]
+) -> tuple[kopf.OperatorSettings, str, int | None]:
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = args.peering_lifetime
+    identity = peering.own_identity()
+    priority = args.priority
+    if args.peering and not args.standalone and priority is None:
+        objects = peering.peering_objects(args.peering, namespaces)
+        priority = peering.register(cluster, objects, identity, args.peering_lifetime)
+    return settings, identity, priority
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,128 @@
+"""High availability: several operator replicas, one active, through kopf's peering.
+
+kopf pauses an operator while a live peer of higher priority keeps writing keep-alives into the
+peering object, and pauses *every* operator of equal priority. So a fixed priority cannot serve
+replicas of one Deployment, and a random one leaves a window at start in which a newcomer of
+higher priority acts before the active replica has seen it. Instead each replica registers
+before kopf starts, with a priority strictly below every peer already in the object, written
+with a resourceVersion precondition (a conflict means someone registered meanwhile: retry).
+Registrations are thereby totally ordered: the oldest live replica is the active one, and a
+newcomer, which sees its elders when kopf first lists the object, never acts beside them.
+
+A standby takes over when the active replica's keep-alive expires: at most `lifetime` seconds
+after its last one, which kopf renews 5-10 s before expiry.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from darwin_operator.cluster import ApiError, Cluster
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "kopf.dev", "v1"
+
+
+@dataclass(frozen=True)
+class PeeringObject:
+    name: str
+    namespace: str | None  # None: the ClusterKopfPeering of a cluster-wide operator
+
+    @property
+    def path(self) -> str:
+        if self.namespace is None:
+            return f"/apis/{GROUP}/{VERSION}/clusterkopfpeerings"
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/kopfpeerings"
+
+    @property
+    def kind(self) -> str:
+        return "ClusterKopfPeering" if self.namespace is None else "KopfPeering"
+
+
+def priority_below(peers: dict, identity: str) -> int:
+    """A priority strictly below every other registered peer (0 for the first one)."""
+    others = [
+        int(entry.get("priority", 0))
+        for peer, entry in peers.items()
+        if peer != identity and isinstance(entry, dict)
+    ]
+    return min(others, default=1) - 1
+
+
+def _get_or_create(cluster: Cluster, obj: PeeringObject) -> dict:
+    try:
+        return cluster.request_sync("GET", f"{obj.path}/{obj.name}")
+    except ApiError as e:
+        if e.status != 404:
+            raise
+    metadata = {"name": obj.name} | ({"namespace": obj.namespace} if obj.namespace else {})
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": obj.kind, "metadata": metadata}
+    try:
+        return cluster.request_sync("POST", obj.path, body=body)
+    except ApiError as e:
+        if e.status != 409:  # AlreadyExists: another replica created it first
+            raise
+    return cluster.request_sync("GET", f"{obj.path}/{obj.name}")
+
+
+def _entry(priority: int, lifetime: int) -> dict:
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    return {"priority": priority, "lifetime": lifetime, "lastseen": now}
+
+
+def register(cluster: Cluster, objects: list[PeeringObject], identity: str, lifetime: int) -> int:
+    """Register `identity` below all current peers; returns the priority to give kopf.
+
+    The order is decided in the first object alone; the others (one per watched namespace)
+    get the same priority, so every object ranks the replicas alike.
+    """
+    first, *rest = objects
+    while True:
+        current = _get_or_create(cluster, first)
+        priority = priority_below(current.get("status") or {}, identity)
+        patch = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "status": {identity: _entry(priority, lifetime)},
+        }
+        try:
+            cluster.request_sync(
+                "PATCH",
+                f"{first.path}/{first.name}",
+                body=patch,
+                content_type="application/merge-patch+json",
+            )
+            break
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            log.info("peering %s changed while registering; retrying", first.name)
+    for obj in rest:
+        _get_or_create(cluster, obj)
+        cluster.request_sync(
+            "PATCH",
+            f"{obj.path}/{obj.name}",
+            body={"status": {identity: _entry(priority, lifetime)}},
+            content_type="application/merge-patch+json",
+        )
+    log.info("peering %s: registered %s with priority %d", first.name, identity, priority)
+    return priority
+
+
+def own_identity() -> str:
+    """The name this replica registers under: the pod's name in the cluster (POD_ID, from the
+    downward API, as kopf reads it), else one unique to this process."""
+    pod = os.environ.get("POD_ID")
+    return pod or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+
+
+def peering_objects(name: str, namespaces: list[str]) -> list[PeeringObject]:
+    """Where kopf peers: one ClusterKopfPeering cluster-wide, else a KopfPeering per namespace."""
+    if not namespaces:
+        return [PeeringObject(name, None)]
+    return [PeeringObject(name, namespace) for namespace in sorted(namespaces)]

@@ -1,0 +1,71 @@
+"""Registration for kopf peering (peering.py): every replica lands strictly below the others,
+also when two register at once."""
+
+from __future__ import annotations
+
+import copy
+
+from darwin_operator.cluster import ApiError
+from darwin_operator.peering import PeeringObject, peering_objects, priority_below, register
+
+
+class FakePeeringApi:
+    """One peering object with resourceVersion preconditions, like the API server. `interleave`
+    runs once right after the first GET: another replica registering in between."""
+
+    def __init__(self, status: dict | None = None, interleave=None) -> None:
+        self.obj = (
+            None if status is None else {"metadata": {"resourceVersion": "1"}, "status": status}
+        )
+        self.interleave = interleave
+
+    def request_sync(self, method, path, body=None, **_):
+        if method == "GET":
+            if self.obj is None:
+                raise ApiError(404, "NotFound", "")
+            seen = copy.deepcopy(self.obj)
+            if self.interleave:
+                interleave, self.interleave = self.interleave, None
+                interleave(self)
+            return seen
+        if method == "POST":
+            self.obj = {"metadata": {"resourceVersion": "1"}, "status": {}}
+            return self.obj
+        precondition = body.get("metadata", {}).get("resourceVersion")
+        if precondition and precondition != self.obj["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", "the object has been modified")
+        self.obj["status"].update(body["status"])
+        self.obj["metadata"]["resourceVersion"] = str(
+            int(self.obj["metadata"]["resourceVersion"]) + 1
+        )
+        return self.obj
+
+
+CLUSTER_WIDE = [PeeringObject("darwin-operator", None)]
+
+
+def test_first_replica_gets_zero_and_the_next_ones_go_below():
+    api = FakePeeringApi()
+    assert register(api, CLUSTER_WIDE, "a", 15) == 0
+    assert register(api, CLUSTER_WIDE, "b", 15) == -1
+    assert register(api, CLUSTER_WIDE, "c", 15) == -2
+    assert api.obj["status"]["b"]["lifetime"] == 15
+
+
+def test_a_restarted_replica_ignores_its_own_old_entry_and_queues_behind_the_others():
+    assert priority_below({"a": {"priority": 0}, "b": {"priority": -1}}, "a") == -2
+
+
+def test_a_concurrent_registration_forces_a_retry_below_it():
+    api = FakePeeringApi(
+        {"a": {"priority": 0}}, interleave=lambda api: register(api, CLUSTER_WIDE, "c", 15)
+    )
+    assert register(api, CLUSTER_WIDE, "b", 15) == -2, "c registered first, at -1"
+    assert api.obj["status"]["c"]["priority"] == -1
+
+
+def test_namespaced_operators_peer_in_each_namespace_with_one_priority():
+    objects = peering_objects("darwin-operator", ["team-b", "team-a"])
+    assert [o.namespace for o in objects] == ["team-a", "team-b"]
+    assert objects[0].path == "/apis/kopf.dev/v1/namespaces/team-a/kopfpeerings"
+    assert peering_objects("darwin-operator", [])[0].path == "/apis/kopf.dev/v1/clusterkopfpeerings"
