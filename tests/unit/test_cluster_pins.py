@@ -35,5 +35,7 @@ def test_fake_node_looks_like_a_b200_box():
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
     labels = node["metadata"]["labels"]
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-B200"
-    assert labels["darwin.test/rack"] == "rack-2" and labels["topology.kubernetes.io/zone"] == "zone-1"
+    assert (
+        labels["darwin.test/rack"] == "rack-2" and labels["topology.kubernetes.io/zone"] == "zone-1"
+    )
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
