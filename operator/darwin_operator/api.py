@@ -80,7 +80,8 @@ OWNED_VLLM_FLAGS = (
 OWNED_VLLM_SHORT_ALIASES = ("tp", "pp")
 OWNED_VLLM_SHORT_LETTERS = ("n", "r")
 
-# Environment the operator sets in every pod (engine.py); the user's env may not override it.
+# Environment the operator sets in every pod (engine.py), and VLLM_PORT, the base of vLLM's
+# internal ports, which must stay clear of the HTTP port; the user's env may not set them.
 OWNED_ENV_PREFIX = "DARWIN_"
 OWNED_ENV = ("VLLM_HOST_IP", "VLLM_PORT", "VLLM_ENGINE_READY_TIMEOUT_S")
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -145,7 +146,7 @@ def _is_zero(value: int | str) -> bool:
 def _quantity_ok(value: Any) -> bool:
     if _is_int(value):
         return value >= 0
-    return isinstance(value, str) and re.match(NON_NEGATIVE_QUANTITY_PATTERN, value) is not None
+    return isinstance(value, str) and re.fullmatch(NON_NEGATIVE_QUANTITY_PATTERN, value) is not None
 
 
 _QUANTITY = Rule(
@@ -175,7 +176,7 @@ def _int_or_percent_rule(max_percent: int | None) -> Rule:
     return Rule(
         cel=f"type(self) == int ? self >= 0 : self.matches({_cel_str(pattern)})",
         message=f"must be a non-negative number of groups or {words}",
-        check=lambda v: v >= 0 if _is_int(v) else re.match(pattern, str(v)) is not None,
+        check=lambda v: v >= 0 if _is_int(v) else re.fullmatch(pattern, str(v)) is not None,
     )
 
 
@@ -380,7 +381,7 @@ class EngineSpec(_Model):
                 f"!(e.name in {_cel_list(OWNED_ENV)}))"
             ),
             message=(
-                f"may not set variables the operator owns: {OWNED_ENV_PREFIX}*, "
+                f"may not set variables the operator sets or reserves: {OWNED_ENV_PREFIX}*, "
                 + ", ".join(OWNED_ENV)
             ),
             check=lambda e: not any(_owned_env(var.name) for var in e.env),
@@ -651,7 +652,7 @@ def _name_ok(metadata: dict[str, Any]) -> bool:
     return (
         isinstance(name, str)
         and len(name) <= MAX_ENDPOINT_NAME_LENGTH
-        and re.match(DNS1035_LABEL_PATTERN, name) is not None
+        and re.fullmatch(DNS1035_LABEL_PATTERN, name) is not None
     )
 
 
