@@ -28,6 +28,9 @@ from darwin_operator.topology import (
 )
 
 CONTAINER_NAME = "vllm"
+# Kueue's plain-pod groups: pods with one group name are admitted together, once all are there.
+KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 PROBE_PERIOD_SECONDS = 10
 # Time the kubelet grants after the preStop sleep for vLLM to shut down cleanly.
@@ -119,9 +122,13 @@ def _pod(
 ) -> dict:
     name = topology.pod_name(ref.name, group, rank)
     labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank)}
+    annotations = dict(spec.pod_metadata.annotations)
+    if spec.placement.gang == Gang.KUEUE:
+        labels[KUEUE_POD_GROUP_LABEL] = f"{ref.name}-{group}"
+        annotations[KUEUE_POD_GROUP_COUNT] = str(topology.shape_of(spec).pods_per_group)
     metadata = _metadata(ref, name, labels)
-    if spec.pod_metadata.annotations:
-        metadata["annotations"] = dict(spec.pod_metadata.annotations)
+    if annotations:
+        metadata["annotations"] = annotations
     pod_spec: dict = {
         "hostname": name,
         "subdomain": topology.headless_service_name(ref.name),

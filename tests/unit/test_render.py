@@ -95,6 +95,19 @@ def test_gate_only_when_gated():
     assert "schedulingGates" not in ungated["spec"]
 
 
+def test_kueue_gang_makes_each_group_a_kueue_pod_group():
+    kueue = spec(placement={"podsPerGroup": 3, "gang": "Kueue"})
+    pods = pods_of(kueue, group=5, gated=False)
+    assert {p["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] for p in pods} == {
+        "darwin-398b-5"
+    }
+    assert {p["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] for p in pods} == {
+        "3"
+    }
+    (plain,) = pods_of(spec())
+    assert "kueue.x-k8s.io/pod-group-name" not in plain["metadata"]["labels"]
+
+
 def test_owned_by_the_endpoint_as_controller():
     objects = [*pods_of(spec()), *render_services(REF, spec()), render_pdb(REF, spec())]
     for obj in objects:
