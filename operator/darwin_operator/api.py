@@ -670,10 +670,11 @@ class DarwinEndpoint(_Model):
                 f"self.metadata.name.matches({_cel_str(DNS1035_LABEL_PATTERN)})"
             ),
             message=(
-                "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
-                f"starting with a letter) of at most {MAX_ENDPOINT_NAME_LENGTH} characters, "
-                "so that every pod and Service name derived from it stays a valid DNS label"
+                "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
+                f"letter) of at most {MAX_ENDPOINT_NAME_LENGTH} characters, so that every pod "
+                "and Service name derived from it stays a valid DNS label"
             ),
             check=lambda d: _name_ok(d.metadata),
+            field_path=".metadata.name",
         ),
     )

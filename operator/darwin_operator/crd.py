@@ -73,7 +73,7 @@ class _Converter:
             out.pop("default", None)
         if node.get("x-kubernetes-int-or-string"):
             out.pop("type", None)
-            return out
+            return _ordered(out)
         if "properties" in node:
             out["type"] = "object"
             out["properties"] = self._properties(node, defaults=defaults)
@@ -91,7 +91,7 @@ class _Converter:
             out["x-kubernetes-preserve-unknown-fields"] = True
         if "items" in node:
             out["items"] = self.convert(node["items"], defaults=defaults)
-        return dict(sorted(out.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
+        return _ordered(out)
 
     def _resolve(self, node: dict) -> dict:
         """Inline a $ref and collapse `X | None` into X, keeping the outer keys."""
@@ -122,20 +122,26 @@ class _Converter:
         return properties
 
 
+def _ordered(schema: dict) -> dict:
+    return dict(sorted(schema.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
+
+
 def _with_default(schema: dict, default: Any) -> dict:
-    merged = {**schema, "default": default}
-    return dict(sorted(merged.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))
+    return _ordered({**schema, "default": default})
 
 
 def _factory_default(model: type[BaseModel], alias: str) -> Any:
-    """`default_factory` fields: an empty object or list, which nested defaults then fill in."""
+    """The default of a `default_factory` field, spelled out in full.
+
+    The API server checks a default against the CEL rules as written, without filling in the
+    nested defaults first, so an object's default must already be complete.
+    """
     for field in model.model_fields.values():
         if field.alias == alias and field.default_factory is not None:
             value = field.default_factory()
-            if isinstance(value, BaseModel | dict):
-                return {}
-            if isinstance(value, list):
-                return []
+            if isinstance(value, BaseModel):
+                return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return value
     return None
 
 
@@ -150,7 +156,8 @@ def openapi_schema() -> dict:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Declared so the name rule can point at metadata.name (the only field allowed).
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": converter.convert(properties["spec"], defaults=True),
             "status": converter.convert(properties["status"], defaults=False),
         },

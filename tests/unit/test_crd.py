@@ -51,7 +51,11 @@ def test_int_or_string_fields():
 def test_spec_defaults_show_the_effective_spec():
     spec = openapi_schema()["properties"]["spec"]["properties"]
     assert spec["replicas"]["default"] == 1
-    assert spec["engine"]["default"] == {}
+    # Objects default to their complete default: the API server checks CEL on it as written.
+    assert spec["engine"]["default"] == api.EngineSpec().model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert spec["placement"]["default"]["gpuResource"] == "nvidia.com/gpu"
     assert spec["engine"]["properties"]["image"]["default"] == "vllm/vllm-openai:v0.33.0"
     assert spec["engine"]["properties"]["extraArgs"]["default"] == []
     assert spec["placement"]["properties"]["gang"]["default"] == "Gate"

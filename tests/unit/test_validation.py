@@ -134,7 +134,9 @@ def test_model_is_required():
 
 @pytest.mark.parametrize("name", ["a" * 56, "Darwin", "9lives", "dots.not.allowed", "trailing-"])
 def test_endpoint_names_that_would_break_derived_names(name):
-    assert problems_of(endpoint_doc(name=name)) == [message_of(api.DarwinEndpoint)]
+    assert problems_of(endpoint_doc(name=name)) == [
+        f"metadata.name: {message_of(api.DarwinEndpoint)}"
+    ]
 
 
 def test_longest_allowed_name_passes():
