@@ -1,0 +1,281 @@
+"""The generated CRD on a real API server: what it accepts, what it refuses and in which words,
+its defaults, status and scale subresources, and the columns of `kubectl get dwe`.
+
+Only the CRD is installed here (no operator), so every verdict is the API server's own:
+OpenAPI types and ranges, and the CEL rules compiled and run by kube-apiserver.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from pydantic import BaseModel
+
+from darwin_operator import api
+from darwin_operator.api import DarwinEndpointStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("crd_installed")]
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE_FILE = REPO / "manifests" / "darwin-endpoint.yaml"
+MANIFESTS = [REFERENCE_FILE, *sorted(REPO.glob("manifests/examples/*.yaml"))]
+REFERENCE = yaml.safe_load(REFERENCE_FILE.read_text())
+
+OWNED_FLAGS = "flags the operator owns"
+PODS_DIVIDE = "podsPerGroup must divide"
+WHOLE_TP = "each pod must hold whole tensor-parallel groups"
+NAME_RULE = 'metadata.name: Invalid value: "object": must be a DNS-1035 label'
+
+
+def endpoint(name: str = "darwin-398b", **spec_changes) -> dict:
+    doc = copy.deepcopy(REFERENCE)
+    doc["metadata"] = {"name": name}
+    for path, value in spec_changes.items():
+        node = doc["spec"]
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is _DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return doc
+
+
+_DELETE = object()
+ENV = "engine__env"
+ARGS = "engine__extraArgs"
+
+# (case id, the endpoint, a substring the API server's refusal must contain)
+BAD = [
+    ("replicas-not-a-number", endpoint(replicas="two"), "spec.replicas"),
+    ("negative-replicas", endpoint(replicas=-1), "should be greater than or equal to 0"),
+    ("engine-not-an-object", endpoint(engine="vllm"), "spec.engine"),
+    ("missing-model", endpoint(model=_DELETE), "spec.model: Required value"),
+    ("missing-model-name", endpoint(model={"revision": "main"}), "spec.model.name: Required"),
+    ("tp-zero", endpoint(engine__tensorParallelSize=0), "greater than or equal to 1"),
+    ("unknown-dtype", endpoint(engine__dtype="fp4"), "Unsupported value"),
+    ("unknown-field", endpoint(engine__tensorParallel=2), "unknown field"),
+    ("pods-do-not-divide-gpus", endpoint(placement__podsPerGroup=4), PODS_DIVIDE),
+    ("pods-split-a-tp-pair", endpoint(placement__podsPerGroup=2), WHOLE_TP),
+    (
+        "both-rollout-limits-zero",
+        endpoint(rollout={"maxUnavailable": 0, "maxSurge": 0}),
+        "may not both be 0",
+    ),
+    (
+        "both-rollout-limits-zero-percent",
+        endpoint(rollout={"maxUnavailable": "0%", "maxSurge": "0%"}),
+        "may not both be 0",
+    ),
+    ("max-unavailable-over-100", endpoint(rollout={"maxUnavailable": "150%"}), "0% to 100%"),
+    ("max-surge-not-a-percentage", endpoint(rollout={"maxSurge": "one"}), "percentage"),
+    ("max-unavailable-negative", endpoint(rollout={"maxUnavailable": -1}), "non-negative"),
+    ("partition-above-replicas", endpoint(rollout={"partition": 3}), "may not exceed replicas"),
+    ("port-equals", endpoint(**{ARGS: ["--port=9000"]}), OWNED_FLAGS),
+    ("tp-underscores", endpoint(**{ARGS: ["--tensor_parallel_size", "4"]}), OWNED_FLAGS),
+    ("tp-short-alias", endpoint(**{ARGS: ["-tp", "4"]}), OWNED_FLAGS),
+    ("pp-short-equals", endpoint(**{ARGS: ["-pp=3"]}), OWNED_FLAGS),
+    ("nnodes-glued-short", endpoint(**{ARGS: ["-n3"]}), OWNED_FLAGS),
+    ("node-rank", endpoint(**{ARGS: ["--node-rank", "1"]}), OWNED_FLAGS),
+    ("master-addr-underscore", endpoint(**{ARGS: ["--master_addr=10.0.0.1"]}), OWNED_FLAGS),
+    ("master-port", endpoint(**{ARGS: ["--master-port", "1"]}), OWNED_FLAGS),
+    ("headless", endpoint(**{ARGS: ["--headless"]}), OWNED_FLAGS),
+    ("host", endpoint(**{ARGS: ["--host", "127.0.0.1"]}), OWNED_FLAGS),
+    ("served-model-name", endpoint(**{ARGS: ["--served-model-name=x"]}), OWNED_FLAGS),
+    ("executor-backend", endpoint(**{ARGS: ["--distributed-executor-backend=ray"]}), OWNED_FLAGS),
+    ("model-flag", endpoint(**{ARGS: ["--model", "other/model"]}), OWNED_FLAGS),
+    ("flag-prefix", endpoint(**{ARGS: ["--tensor-parallel", "4"]}), OWNED_FLAGS),
+    ("extra-arg-too-long", endpoint(**{ARGS: ["x" * 2049]}), "Too long"),
+    ("name-60-characters", endpoint(name="d" * 60), NAME_RULE),
+    ("name-starts-with-digit", endpoint(name="398b"), NAME_RULE),
+    ("ray-single-pod", endpoint(engine__backend="ray"), "backend ray needs"),
+    ("gpu-resource-kubernetes-io", endpoint(placement__gpuResource="kubernetes.io/gpu"), "outside"),
+    ("gpu-resource-no-domain", endpoint(placement__gpuResource="gpu"), "placement.gpuResource"),
+    ("darwin-env", endpoint(**{ENV: [{"name": "DARWIN_GROUP_INDEX", "value": "7"}]}), "DARWIN_*"),
+    (
+        "vllm-host-ip-env",
+        endpoint(**{ENV: [{"name": "VLLM_HOST_IP", "value": "x"}]}),
+        "VLLM_HOST_IP",
+    ),
+    (
+        "hf-token-env-with-secret",
+        endpoint(
+            model__tokenSecretRef={"name": "hf"}, **{ENV: [{"name": "HF_TOKEN", "value": "x"}]}
+        ),
+        "when model.tokenSecretRef is set",
+    ),
+    (
+        "env-value-and-value-from",
+        endpoint(**{ENV: [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]}),
+        "set value or valueFrom, not both",
+    ),
+    ("bad-quantity", endpoint(resources={"memory": "lots"}), "quantity"),
+    ("negative-cpu", endpoint(resources={"cpu": -1}), "non-negative"),
+    (
+        "cache-pvc-and-host-path",
+        endpoint(model__cache={"persistentVolumeClaim": "w", "hostPath": "/w"}),
+        "exactly one of persistentVolumeClaim or hostPath",
+    ),
+    ("model-name-like-a-flag", endpoint(model__name="--model"), "spec.model.name"),
+    (
+        "operator-label-in-pod-metadata",
+        endpoint(podMetadata={"labels": {"serving.darwin.ai/serving": "true"}}),
+        "belong to the operator",
+    ),
+]
+
+
+def create(cluster, namespace: str, body: dict, *, dry_run: bool = True) -> dict:
+    return k8s.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        api.PLURAL,
+        body,
+        dry_run="All" if dry_run else None,
+        field_validation="Strict",
+    )
+
+
+def refusal(cluster, namespace: str, body: dict) -> str | None:
+    """The API server's message for a refused create, or None when it was accepted."""
+    try:
+        create(cluster, namespace, body)
+    except k8s.ApiException as error:
+        assert error.status in (400, 422), error.body
+        return json.loads(error.body)["message"]
+    return None
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
+def test_reference_and_examples_are_accepted(cluster, namespace, path):
+    for doc in yaml.safe_load_all(path.read_text()):
+        assert refusal(cluster, namespace, doc) is None
+
+
+def test_bad_endpoints_are_refused_with_a_message_a_person_understands(cluster, namespace):
+    assert len(BAD) >= 25
+    wrong = []
+    for case, body, expected in BAD:
+        message = refusal(cluster, namespace, body)
+        if message is None or expected not in message:
+            wrong.append(f"{case}: expected {expected!r} in {message!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_longest_allowed_name_is_accepted(cluster, namespace):
+    assert refusal(cluster, namespace, endpoint(name="d" * api.MAX_ENDPOINT_NAME_LENGTH)) is None
+
+
+def test_defaults_spell_out_the_effective_spec(cluster, namespace):
+    minimal = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": "minimal"},
+        "spec": {"model": {"name": "org/model"}},
+    }
+    spec = create(cluster, namespace, minimal)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["engine"]["image"] == "vllm/vllm-openai:v0.33.0"
+    assert spec["engine"]["backend"] == "mp"
+    assert spec["placement"]["gang"] == "Gate"
+    assert spec["rollout"] == {
+        "maxUnavailable": 1,
+        "maxSurge": 0,
+        "partition": 0,
+        "paused": False,
+        "drainSeconds": 30,
+    }
+    assert spec["resources"] == {"sharedMemory": "16Gi"}
+    assert spec["service"] == {"type": "ClusterIP", "port": 8000}
+
+
+def sample(model: type[BaseModel]) -> dict:
+    """Every field of a status model set to a value the operator could write (none left out)."""
+    out = {}
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        kinds = {field.annotation, *typing.get_args(field.annotation)} - {type(None)}
+        if str in kinds:
+            out[alias] = f"{alias}-value"
+        elif bool in kinds:
+            out[alias] = True
+        elif int in kinds:
+            out[alias] = 3
+        elif typing.get_origin(field.annotation) is list:
+            (item,) = typing.get_args(field.annotation)
+            out[alias] = [sample(item)]
+        else:
+            (nested,) = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+            out[alias] = sample(nested)
+    return out
+
+
+def full_status() -> dict:
+    status = sample(DarwinEndpointStatus)
+    status.update(
+        phase="Ready",
+        replicas=2,
+        ready="2/2",
+        selector="serving.darwin.ai/endpoint=darwin-398b,serving.darwin.ai/role=leader",
+    )
+    # Valid as the operator would write it, and every field present: the round trip through the
+    # API server proves that none is pruned.
+    return DarwinEndpointStatus.model_validate(status).model_dump(mode="json", by_alias=True)
+
+
+def test_status_scale_and_columns(cluster, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REFERENCE_FILE))
+    written = full_status()
+    cluster.kubectl(
+        "patch",
+        "dwe",
+        "darwin-398b",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": written}),
+    )
+    stored = cluster.json("get", "dwe", "darwin-398b", "-n", namespace)
+    assert stored["status"] == written
+
+    cluster.kubectl("scale", "dwe", "darwin-398b", "-n", namespace, "--replicas=3")
+    assert cluster.json("get", "dwe", "darwin-398b", "-n", namespace)["spec"]["replicas"] == 3
+    scale = json.loads(cluster.kubectl("get", "--raw", _scale_path(namespace)).stdout)
+    assert scale["status"]["selector"] == written["selector"]
+
+    table = cluster.kubectl("get", "dwe", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "PHASE", "MODEL", "TP", "PP", "AGE"]
+    assert table[1].split()[:6] == [
+        "darwin-398b",
+        "2/2",
+        "Ready",
+        "FINAL-Bench/Darwin-398B-JGOS",
+        "2",
+        "3",
+    ]
+    wide = cluster.kubectl("get", "darwinendpoints", "-n", namespace, "-o", "wide").stdout
+    assert "PODS/GROUP" in wide.splitlines()[0]
+
+
+def test_scale_is_validated_like_the_spec(cluster, namespace):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(REFERENCE_FILE))
+    result = cluster.kubectl(
+        "scale", "dwe", "darwin-398b", "-n", namespace, "--replicas=513", check=False
+    )
+    assert result.returncode != 0
+    assert "less than or equal to 512" in result.stderr
+    assert cluster.json("get", "dwe", "darwin-398b", "-n", namespace)["spec"]["replicas"] == 2
+
+
+def _scale_path(namespace: str) -> str:
+    return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}/darwin-398b/scale"
