@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from darwin_operator import api
 from darwin_operator.api import DarwinEndpointStatus
+from darwin_operator.validation import InvalidEndpoint, validate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("crd_installed")]
 
@@ -279,3 +280,79 @@ def test_scale_is_validated_like_the_spec(cluster, namespace):
 
 def _scale_path(namespace: str) -> str:
     return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}/darwin-398b/scale"
+
+
+# Arguments on both sides of the owned-flag rule, and values on both sides of the other rules.
+EXTRA_ARGS = [
+    "--port=9000",
+    "--port",
+    "--po",
+    "--tensor_parallel_size",
+    "--tensor-parallel",
+    "-tp=2",
+    "-t",
+    "-p",
+    "-pp",
+    "-n",
+    "-n2",
+    "-r0",
+    "--nnodes=2",
+    "--node_rank",
+    "--master-addr=x",
+    "--headless",
+    "--host=::",
+    "--uds=/s",
+    "--config=c.yaml",
+    "--conf",
+    "--served_model_name=x",
+    "--model",
+    "--",
+    "--max-num-seqs",
+    "--max_num_seqs=8",
+    "--model-impl",
+    "--config-format=hf",
+    "--gpu-memory-utilization=0.9",
+    "--port-extra",
+    "-q",
+    "-O3",
+    "-1",
+    "-",
+    "8",
+    '{"a": 1}',
+]
+OTHER_VALUES = [
+    {"rollout": {"maxUnavailable": 0, "maxSurge": "0%"}},
+    {"rollout": {"maxUnavailable": "00%", "maxSurge": 0}},
+    {"rollout": {"maxUnavailable": 0, "maxSurge": 1}},
+    {"rollout": {"maxUnavailable": "100%", "maxSurge": "250%"}},
+    {"rollout": {"maxUnavailable": "101%"}},
+    {"rollout": {"maxUnavailable": "1"}},
+    {"resources": {"cpu": "500m", "memory": "1.5Gi", "sharedMemory": 0}},
+    {"resources": {"cpu": "+1"}},
+    {"resources": {"memory": "1e3"}},
+    {"placement": {"podsPerGroup": 3}},
+    {"placement": {"podsPerGroup": 6}},
+    {"placement": {"gpuResource": "requests.nvidia.com/gpu"}},
+    {"placement": {"gpuResource": "example.com/gpu"}},
+    {"engine": {"env": [{"name": "DARWIN", "value": "x"}, {"name": "VLLM_PORTS", "value": "x"}]}},
+    {"engine": {"env": [{"name": "HF_TOKEN", "value": "x"}]}},
+]
+
+
+def test_the_python_mirror_agrees_with_the_api_server(cluster, namespace):
+    cases = [{"engine": {"extraArgs": [arg]}} for arg in EXTRA_ARGS] + OTHER_VALUES
+    disagree = []
+    for changes in cases:
+        body = copy.deepcopy(REFERENCE)
+        body["metadata"] = {"name": "mirror"}
+        for section, values in changes.items():
+            body["spec"].setdefault(section, {}).update(values)
+        try:
+            validate(body)
+            python_ok = True
+        except InvalidEndpoint:
+            python_ok = False
+        server_ok = refusal(cluster, namespace, body) is None
+        if python_ok != server_ok:
+            disagree.append(f"{changes}: python {python_ok}, API server {server_ok}")
+    assert not disagree, "\n".join(disagree)
