@@ -227,3 +227,17 @@ def test_every_prefix_and_spelling_of_an_owned_flag_is_refused(flag, data):
     spelled = prefix.replace("-", data.draw(st.sampled_from(["-", "_"])))
     value = data.draw(st.sampled_from(["", "=1", "=a=b"]))
     assert _owned_flag(f"--{spelled}{value}") is not None
+
+
+@given(tp=st.integers(1, 8), pp=st.integers(1, 8), pods=st.integers(1, 8))
+def test_a_group_shape_is_valid_exactly_when_pods_split_the_pipeline_evenly(tp, pp, pods):
+    doc = endpoint_doc(
+        engine={"tensorParallelSize": tp, "pipelineParallelSize": pp},
+        placement={"podsPerGroup": pods},
+    )
+    try:
+        validate(doc)
+        valid = True
+    except InvalidEndpoint:
+        valid = False
+    assert valid == (pp % pods == 0)
