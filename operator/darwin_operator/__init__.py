@@ -1,3 +1,3 @@
-"""darwin-operator: serve a giant model with vLLM on reserved GPUs as gang-admitted replica groups."""
+"""darwin-operator: serve a giant model with vLLM on reserved GPUs as replica groups."""
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -217,7 +218,7 @@ class Cluster:
     def _save(self, state: dict) -> None:
         self.state_file.write_text(json.dumps(state, indent=2))
 
-    def _start(self, state: dict, name: str, argv: list[str]) -> None:
+    def _spawn(self, state: dict, name: str, argv: list[str]) -> None:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             argv,
@@ -273,7 +274,10 @@ class Cluster:
 
     # --- up / down ---------------------------------------------------------------------------
 
-    def up(self, nodes: int, shape: NodeShape, timeout: float = 120) -> None:
+    def up(self, nodes: int, shape: NodeShape, timeout: float = 120, attempts: int = 2) -> None:
+        """Start the cluster, or keep the healthy one that is here. A start that fails (a port
+        taken between choosing and binding it, a component that exits) is torn down and retried
+        with fresh ports, so a failed `up` never leaves processes behind."""
         if self.healthy():
             log(f"already up: KUBECONFIG={self.kubeconfig}")
             self.ensure_nodes(nodes, shape, timeout)
@@ -287,22 +291,29 @@ class Cluster:
                 f"cluster: missing binaries {[str(m) for m in missing]}; "
                 f"run tests/cluster/build.sh first"
             )
-        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                self._start(bins, nodes, shape, timeout)
+            except (SystemExit, Exception) as error:
+                kept = self.dir.with_name(f"{self.dir.name}-failed-start-logs")
+                subprocess.run(["rm", "-rf", str(kept)], check=False)
+                if self.logs.exists():
+                    shutil.copytree(self.logs, kept)
+                self.down()
+                log(f"start attempt {attempt} failed ({error}); logs kept in {kept}")
+                if attempt == attempts:
+                    raise
+                continue
+            log(f"up in {time.monotonic() - started:.1f}s: KUBECONFIG={self.kubeconfig}")
+            return
+
+    def _start(self, bins: Binaries, nodes: int, shape: NodeShape, timeout: float) -> None:
         self.logs.mkdir(parents=True)
         make_pki(self.pki)
-        ports = {
-            name: free_port()
-            for name in (
-                "etcd",
-                "etcd-peer",
-                "apiserver",
-                "controller-manager",
-                "scheduler",
-                "kwok",
-            )
-        }
+        names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         state = {
-            "ports": ports,
+            "ports": {name: free_port() for name in names},
             "binaries": {
                 "etcd": str(bins.etcd),
                 "kube-apiserver": str(bins.apiserver),
@@ -313,23 +324,18 @@ class Cluster:
             },
         }
         self._save(state)
-        server = f"https://127.0.0.1:{ports['apiserver']}"
+        server = f"https://127.0.0.1:{state['ports']['apiserver']}"
         write_kubeconfig(self.kubeconfig, server, self.pki, "admin")
         for user in ("controller-manager", "scheduler", "kwok"):
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
-        try:
-            self._start_control_plane(state, bins, shape)
-            self.ensure_nodes(nodes, shape, timeout)
-        except BaseException:
-            log(f"start failed; logs in {self.logs}")
-            raise
-        log(f"up in {time.monotonic() - started:.1f}s: KUBECONFIG={self.kubeconfig}")
+        self._start_control_plane(state, bins, shape)
+        self.ensure_nodes(nodes, shape, timeout)
 
     def _start_control_plane(self, state: dict, bins: Binaries, shape: NodeShape) -> None:
         p, pki, d = state["ports"], self.pki, self.dir
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
         peer_url = f"http://127.0.0.1:{p['etcd-peer']}"
-        self._start(
+        self._spawn(
             state,
             "etcd",
             [
@@ -348,7 +354,7 @@ class Cluster:
         )
         _wait(lambda: _http_ok(f"{etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
 
-        self._start(
+        self._spawn(
             state,
             "kube-apiserver",
             [
@@ -378,7 +384,7 @@ class Cluster:
             self.logs / "kube-apiserver.log",
         )
 
-        self._start(
+        self._spawn(
             state,
             "kube-controller-manager",
             [
@@ -400,7 +406,7 @@ class Cluster:
                 "--v=1",
             ],
         )
-        self._start(
+        self._spawn(
             state,
             "kube-scheduler",
             [
@@ -415,7 +421,7 @@ class Cluster:
                 "--v=1",
             ],
         )
-        self._start(
+        self._spawn(
             state,
             "kwok",
             [
