@@ -164,6 +164,7 @@ class Reconciler:
         ns = ref.namespace
 
         async def run(action: planner.Action) -> None:
+            log.info("%s/%s: %s", ns, ref.name, _describe(action))
             match action:
                 case planner.ApplyObject(body=body):
                     await self.cluster.apply(body)
@@ -226,6 +227,15 @@ class Reconciler:
             now = self.clock()
             for admission, fit in zip(admissions, fits, strict=True):
                 view = by_index[admission.index]
+                log.log(
+                    logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
+                    "%s/%s: group %d %s: %s",
+                    ref.namespace,
+                    ref.name,
+                    admission.index,
+                    "admitted" if fit.fits else "waits",
+                    fit.message,
+                )
                 if fit.fits:
                     await self.cluster.ungate_pods(ref.namespace, admission.pods, now)
                     notes.append(
@@ -268,6 +278,23 @@ class Reconciler:
             await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
         for note in status.transitions(old, new):
             await self.cluster.post_event(obj, note, now)
+
+
+def _describe(action: planner.Action) -> str:
+    match action:
+        case planner.ApplyObject(key=key):
+            return f"apply {key}"
+        case planner.CreateGroup(index=index, gated=gated):
+            return f"create group {index}" + (" (gated)" if gated else "")
+        case planner.UngateGroup(index=index):
+            return f"finish lifting the gates of group {index}"
+        case planner.DrainGroup(index=index):
+            return f"drain group {index}"
+        case planner.RestoreServing(index=index):
+            return f"put group {index} back behind the Service"
+        case planner.DeleteGroup(index=index, reason=reason):
+            return f"delete group {index} ({reason.value})"
+    return repr(action)
 
 
 def _note_delete(
