@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,8 +59,12 @@ def load_api_client(
 
 
 class Cluster:
-    def __init__(self, client: kubernetes.client.ApiClient, workers: int = 16) -> None:
+    def __init__(
+        self, client: kubernetes.client.ApiClient, workers: int = 16, namespaces: Sequence[str] = ()
+    ) -> None:
         self.client = client
+        self.namespaces = tuple(namespaces)  # empty: the operator serves the whole cluster
+        self._cluster_pods_readable = True
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="k8s-api")
         # Admission (read free GPUs, then lift gates) runs one endpoint at a time, so two
         # endpoints never count the same free GPUs.
@@ -163,14 +167,31 @@ class Cluster:
     async def capacity_inputs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All nodes and all non-terminal pods, read fresh (no cache) for gang admission."""
         nodes, pods = await asyncio.gather(
-            self.request("GET", "/api/v1/nodes"),
-            self.request(
-                "GET",
-                "/api/v1/pods",
-                query=[("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")],
-            ),
+            self.request("GET", "/api/v1/nodes"), self._non_terminal_pods()
         )
-        return nodes.get("items") or [], pods.get("items") or []
+        return nodes.get("items") or [], pods
+
+    async def _non_terminal_pods(self) -> list[dict[str, Any]]:
+        """Pods of every namespace when allowed. A namespaced operator may be allowed its own
+        namespaces only (the chart's namespaced RBAC): then GPUs held by pods elsewhere look
+        free, and a group admitted onto them stays unschedulable until the scheduling timeout
+        gates it again."""
+        query = [("fieldSelector", "status.phase!=Succeeded,status.phase!=Failed")]
+        if self._cluster_pods_readable:
+            try:
+                return (await self.request("GET", "/api/v1/pods", query=query)).get("items") or []
+            except ApiError as e:
+                if e.status != 403 or not self.namespaces:
+                    raise
+                self._cluster_pods_readable = False
+                log.info("no cluster-wide pod reads: GPUs are counted in %s only", self.namespaces)
+        listings = await asyncio.gather(
+            *(
+                self.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)
+                for ns in self.namespaces
+            )
+        )
+        return [pod for listing in listings for pod in listing.get("items") or []]
 
     # ---- writes ----
 

@@ -19,14 +19,19 @@ import datetime
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from darwin_operator.cluster import ApiError, Cluster
 
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "kopf.dev", "v1"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,61 @@ def peering_objects(name: str, namespaces: list[str]) -> list[PeeringObject]:
     if not namespaces:
         return [PeeringObject(name, None)]
     return [PeeringObject(name, namespace) for namespace in sorted(namespaces)]
+
+
+class ActivityGuard:
+    """Whether this replica may act now, by kopf's own rule, from a recent read of the peering
+    object: no other live peer (last keep-alive within its lifetime) of equal or higher priority.
+
+    kopf pauses its watches when outranked, but the per-endpoint workers it already triggered
+    keep resyncing on their own. That matters when an active replica is outranked after all (it
+    stalled past its lifetime, a standby took over, then it came back): each reconcile asks this
+    guard first. Peer deaths are judged at call time, so a takeover is not delayed by polling;
+    a newly live peer is seen within `poll_seconds`.
+    """
+
+    def __init__(
+        self, cluster: Cluster, obj: PeeringObject, identity: str, priority: int, poll_seconds=2.0
+    ) -> None:
+        self.cluster, self.obj, self.identity, self.priority = cluster, obj, identity, priority
+        self.poll_seconds = poll_seconds
+        self._peers: dict = {}
+
+    def start(self) -> ActivityGuard:
+        self.refresh()
+        threading.Thread(target=self._poll, name="peering-guard", daemon=True).start()
+        return self
+
+    def refresh(self) -> None:
+        self._peers = (
+            self.cluster.request_sync("GET", f"{self.obj.path}/{self.obj.name}").get("status") or {}
+        )
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(self.poll_seconds)
+            try:
+                self.refresh()
+            except Exception as e:  # keep the last view; deadlines still expire on it
+                log.debug("peering guard could not read %s: %s", self.obj.name, e)
+
+    def active(self, now: datetime.datetime | None = None) -> bool:
+        now = now or datetime.datetime.now(datetime.UTC)
+        for peer, entry in self._peers.items():
+            if peer == self.identity or not isinstance(entry, dict):
+                continue
+            if int(entry.get("priority", 0)) < self.priority or "lastseen" not in entry:
+                continue
+            lastseen = datetime.datetime.fromisoformat(entry["lastseen"])
+            lastseen = lastseen if lastseen.tzinfo else lastseen.replace(tzinfo=datetime.UTC)
+            if lastseen + datetime.timedelta(seconds=int(entry.get("lifetime", 60))) > now:
+                return False
+        return True
+
+    def wrap(self, reconcile: Callable[[str, str], Awaitable[T]], idle: T):
+        """`reconcile`, run only while active; outranked, it does nothing and returns `idle`."""
+
+        async def reconcile_if_active(namespace: str, name: str) -> T:
+            return await reconcile(namespace, name) if self.active() else idle
+
+        return reconcile_if_active

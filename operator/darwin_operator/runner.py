@@ -11,7 +11,7 @@ import prometheus_client
 
 from darwin_operator import peering
 from darwin_operator.cluster import Cluster, load_api_client
-from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler
+from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler, Result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,13 +74,22 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-event handler chatter
     from darwin_operator import handlers  # noqa: F401  (registers the kopf handlers)
 
-    cluster = Cluster(load_api_client(args.kubeconfig), workers=args.api_workers)
+    namespaces = list(args.namespace)
+    cluster = Cluster(
+        load_api_client(args.kubeconfig), workers=args.api_workers, namespaces=namespaces
+    )
+    settings = kopf.OperatorSettings()
+    # The watched kinds are known and installed first: no CRD or namespace scanning, which
+    # needs cluster-wide reads the chart's RBAC does not grant.
+    settings.scanning.disabled = True
+    identity, priority, guard = _peering(args, cluster, namespaces, settings)
     reconciler = Reconciler(cluster, ReconcileConfig(scheduling_timeout=args.scheduling_timeout))
-    controller = Controller(reconciler.reconcile, resync_seconds=args.resync_seconds)
+    reconcile = (
+        reconciler.reconcile if guard is None else guard.wrap(reconciler.reconcile, Result())
+    )
+    controller = Controller(reconcile, resync_seconds=args.resync_seconds)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
-    namespaces = list(args.namespace)
-    settings, identity, priority = _peering(args, cluster, namespaces)
     kopf.run(
         settings=settings,
         identity=identity,
@@ -98,16 +107,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _peering(
-    args: argparse.Namespace, cluster: Cluster, namespaces: list[str]
-) -> tuple[kopf.OperatorSettings, str, int | None]:
-    settings = kopf.OperatorSettings()
+    args: argparse.Namespace,
+    cluster: Cluster,
+    namespaces: list[str],
+    settings: kopf.OperatorSettings,
+) -> tuple[str, int | None, peering.ActivityGuard | None]:
     settings.peering.lifetime = args.peering_lifetime
     identity = peering.own_identity()
+    if not args.peering or args.standalone:
+        return identity, args.priority, None
+    objects = peering.peering_objects(args.peering, namespaces)
     priority = args.priority
-    if args.peering and not args.standalone and priority is None:
-        objects = peering.peering_objects(args.peering, namespaces)
+    if priority is None:
         priority = peering.register(cluster, objects, identity, args.peering_lifetime)
-    return settings, identity, priority
+    guard = peering.ActivityGuard(cluster, objects[0], identity, priority).start()
+    return identity, priority, guard
 
 
 def main(argv: list[str] | None = None) -> int:

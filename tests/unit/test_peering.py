@@ -3,10 +3,18 @@ also when two register at once."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import datetime
 
 from darwin_operator.cluster import ApiError
-from darwin_operator.peering import PeeringObject, peering_objects, priority_below, register
+from darwin_operator.peering import (
+    ActivityGuard,
+    PeeringObject,
+    peering_objects,
+    priority_below,
+    register,
+)
 
 
 class FakePeeringApi:
@@ -69,3 +77,42 @@ def test_namespaced_operators_peer_in_each_namespace_with_one_priority():
     assert [o.namespace for o in objects] == ["team-a", "team-b"]
     assert objects[0].path == "/apis/kopf.dev/v1/namespaces/team-a/kopfpeerings"
     assert peering_objects("darwin-operator", [])[0].path == "/apis/kopf.dev/v1/clusterkopfpeerings"
+
+
+def guard_seeing(peers: dict, priority: int) -> ActivityGuard:
+    api = FakePeeringApi(peers)
+    return ActivityGuard(api, CLUSTER_WIDE[0], "me", priority, poll_seconds=3600).start()
+
+
+def keepalive(priority: int, seconds_ago: float, lifetime: int = 15, now=None) -> dict:
+    lastseen = (now or NOW) - datetime.timedelta(seconds=seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen.isoformat()}
+
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def test_guard_stands_by_while_a_peer_of_higher_or_equal_priority_is_alive():
+    assert not guard_seeing({"old": keepalive(0, 5)}, -1).active(NOW)
+    assert not guard_seeing({"twin": keepalive(-1, 5)}, -1).active(NOW)
+    assert guard_seeing({"young": keepalive(-2, 5), "me": keepalive(-1, 0)}, -1).active(NOW)
+
+
+def test_guard_takes_over_once_the_active_peer_s_keepalive_expires():
+    guard = guard_seeing({"old": keepalive(0, 5, lifetime=15)}, -1)
+    assert not guard.active(NOW)
+    assert guard.active(NOW + datetime.timedelta(seconds=10.001)), "judged at call time"
+
+
+def test_a_guarded_reconcile_does_nothing_while_outranked():
+    calls = []
+
+    async def reconcile(namespace, name):
+        calls.append((namespace, name))
+        return "reconciled"
+
+    alive = keepalive(0, 0, lifetime=3600, now=datetime.datetime.now(datetime.UTC))
+    standby = guard_seeing({"old": alive}, -1)
+    assert asyncio.run(standby.wrap(reconcile, "idle")("ns", "e")) == "idle"
+    assert asyncio.run(guard_seeing({}, 0).wrap(reconcile, "idle")("ns", "e")) == "reconciled"
+    assert calls == [("ns", "e")]
