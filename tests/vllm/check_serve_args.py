@@ -246,7 +246,8 @@ class Checker:
         return self._result(True, "", launch)
 
     def _result(self, ok: bool, error: str, launch: str) -> dict[str, Any]:
-        return {"ok": ok, "error": error, "launch": launch, "warnings": self.warnings.messages}
+        warnings = list(self.warnings.messages)
+        return {"ok": ok, "error": error, "launch": launch, "warnings": warnings}
 
 
 def _argparse_message(stderr: str, exc: SystemExit) -> str:
