@@ -32,6 +32,13 @@ cluster-up: build-cluster
 cluster-down: venv
 	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
 
+demo: cluster-up
+	$(PY) tests/cluster/demo.py up --dir $(CLUSTER_DIR)
+
+demo-down: venv
+	$(PY) tests/cluster/demo.py down --dir $(CLUSTER_DIR)
+	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
+
 vllm-venv: venv
 	bash tests/vllm/setup-venv.sh
 
