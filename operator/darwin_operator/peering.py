@@ -15,6 +15,7 @@ after its last one, which kopf renews 5-10 s before expiry.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -183,9 +184,18 @@ class ActivityGuard:
         return True
 
     def wrap(self, reconcile: Callable[[str, str], Awaitable[T]], idle: T):
-        """`reconcile`, run only while active; outranked, it does nothing and returns `idle`."""
+        """`reconcile`, run only while active; outranked, it does nothing and returns `idle`.
+        A refusal is checked against a fresh read first: the cached view may still hold a
+        keep-alive that its owner withdrew on a graceful exit."""
 
         async def reconcile_if_active(namespace: str, name: str) -> T:
-            return await reconcile(namespace, name) if self.active() else idle
+            if not self.active():
+                try:
+                    await asyncio.to_thread(self.refresh)
+                except Exception as e:
+                    log.debug("peering guard could not read %s: %s", self.obj.name, e)
+                if not self.active():
+                    return idle
+            return await reconcile(namespace, name)
 
         return reconcile_if_active

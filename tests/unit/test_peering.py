@@ -116,3 +116,15 @@ def test_a_guarded_reconcile_does_nothing_while_outranked():
     assert asyncio.run(standby.wrap(reconcile, "idle")("ns", "e")) == "idle"
     assert asyncio.run(guard_seeing({}, 0).wrap(reconcile, "idle")("ns", "e")) == "reconciled"
     assert calls == [("ns", "e")]
+
+
+def test_a_refused_reconcile_rereads_the_peering_first():
+    """The active replica's graceful exit withdraws its keep-alive: no waiting for a poll."""
+
+    async def reconcile(namespace, name):
+        return "reconciled"
+
+    alive = keepalive(0, 0, lifetime=3600, now=datetime.datetime.now(datetime.UTC))
+    standby = guard_seeing({"old": alive}, -1)
+    standby.cluster.obj["status"]["old"] = None  # withdrawn after the guard's last read
+    assert asyncio.run(standby.wrap(reconcile, "idle")("ns", "e")) == "reconciled"
