@@ -66,9 +66,6 @@ class Cluster:
         self.namespaces = tuple(namespaces)  # empty: the operator serves the whole cluster
         self._cluster_pods_readable = True
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="k8s-api")
-        # Admission (read free GPUs, then lift gates) runs one endpoint at a time, so two
-        # endpoints never count the same free GPUs.
-        self.admission_lock = asyncio.Lock()
         self._instance = socket.gethostname()
 
     def close(self) -> None:

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from darwin_operator import api, capacity, metrics, planner, render, status, topology, validation
+from darwin_operator import api, metrics, planner, render, status, topology, validation
+from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
-from darwin_operator.observed import Observed, groups_from_pods, node_from_api, pod_from_api
+from darwin_operator.observed import Observed, groups_from_pods, pod_from_api
 from darwin_operator.planner import GroupPhase, GroupView
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Reconciler:
         self.cluster = cluster
         self.config = config or ReconcileConfig()
         self.clock = clock
+        self.admitter = Admitter(cluster, clock)
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         started = time.monotonic()
@@ -218,43 +220,36 @@ class Reconciler:
         notes: list[EventNote],
     ) -> list[GroupView]:
         by_index = {v.index: v for v in views}
-        async with self.cluster.admission_lock:
-            raw_nodes, raw_pods = await self.cluster.capacity_inputs()
-            nodes = [node_from_api(o) for o in raw_nodes]
-            resource = spec.placement.gpu_resource
-            free = capacity.free_gpus(nodes, (pod_from_api(o) for o in raw_pods), resource)
-            fits = capacity.admit_in_order([a.demand for a in admissions], nodes, free)
-            now = self.clock()
-            for admission, fit in zip(admissions, fits, strict=True):
-                view = by_index[admission.index]
-                log.log(
-                    logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
-                    "%s/%s: group %d %s: %s",
-                    ref.namespace,
-                    ref.name,
-                    admission.index,
-                    "admitted" if fit.fits else "waits",
-                    fit.message,
+        fits = await self.admitter.admit(ref, spec.placement.gpu_resource, admissions)
+        for admission, fit in zip(admissions, fits, strict=True):
+            view = by_index[admission.index]
+            log.log(
+                logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
+                "%s/%s: group %d %s: %s",
+                ref.namespace,
+                ref.name,
+                admission.index,
+                "admitted" if fit.fits else "waits",
+                fit.message,
+            )
+            if fit.fits:
+                notes.append(
+                    EventNote(
+                        NORMAL,
+                        Reason.GROUP_ADMITTED,
+                        f"group {admission.index}: gates lifted; {fit.message}",
+                    )
                 )
-                if fit.fits:
-                    await self.cluster.ungate_pods(ref.namespace, admission.pods, now)
-                    notes.append(
-                        EventNote(
-                            NORMAL,
-                            Reason.GROUP_ADMITTED,
-                            f"group {admission.index}: gates lifted; {fit.message}",
-                        )
-                    )
-                    by_index[admission.index] = replace(
-                        view, phase=GroupPhase.SCHEDULING, message="gates lifted"
-                    )
-                else:
-                    by_index[admission.index] = replace(
-                        view,
-                        phase=GroupPhase.WAITING_FOR_CAPACITY,
-                        message=fit.message,
-                        reason=fit.reason,
-                    )
+                by_index[admission.index] = replace(
+                    view, phase=GroupPhase.SCHEDULING, message="gates lifted"
+                )
+            else:
+                by_index[admission.index] = replace(
+                    view,
+                    phase=GroupPhase.WAITING_FOR_CAPACITY,
+                    message=fit.message,
+                    reason=fit.reason,
+                )
         return [by_index[v.index] for v in views]
 
     async def _fail(

@@ -304,7 +304,10 @@ class PodRecorder:
         events: list[dict[str, Any]] = []
         text = out.strip()
         while text:
-            obj, end = decoder.raw_decode(text)
+            try:
+                obj, end = decoder.raw_decode(text)
+            except json.JSONDecodeError:
+                break  # the watch was stopped in the middle of writing its last event
             events.append(obj)
             text = text[end:].lstrip()
         return events

@@ -173,3 +173,63 @@ def test_missing_secret_and_unmatched_selector_are_reported_while_others_are_ser
         what="endpoint Ready once its Secret exists",
     )
     assert operator.healthy()
+
+
+def test_admitted_group_that_cannot_be_scheduled_is_torn_down_and_gated_again(
+    cluster, crd_installed, namespace, tmp_path
+):
+    # The GPUs fit, but no node has 500 CPUs: the scheduler leaves the pods Unschedulable,
+    # as it would if another workload had taken the GPUs after admission.
+    process = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        namespaces=(namespace,),
+        scheduling_timeout=4,
+    ).start()
+    try:
+        manifest = endpoint_manifest("greedy", replicas=1, tp=1, pp=2, pods_per_group=2)
+        manifest["spec"]["resources"] = {"cpu": "500"}
+        apply(cluster, namespace, manifest)
+        first = wait_for(
+            lambda: {
+                p["metadata"]["name"]: p["metadata"]["uid"]
+                for p in endpoint_pods(cluster, namespace, "greedy")
+                if not is_gated(p)
+            },
+            timeout=60,
+            what="the group admitted",
+        )
+        assert len(first) == 2  # both pods released together
+        timeout_event = wait_for(
+            lambda: next(
+                (
+                    e
+                    for e in events(cluster, namespace, "greedy")
+                    if e["reason"] == "SchedulingTimeout"
+                ),
+                None,
+            ),
+            timeout=60,
+            what="a SchedulingTimeout event",
+        )
+        assert timeout_event["type"] == "Warning"
+        assert "not scheduled within 4s" in timeout_event["message"]
+        assert "Insufficient cpu" in timeout_event["message"]
+        # recreated whole: new pods under the same names
+        wait_for(
+            lambda: (
+                {
+                    p["metadata"]["name"]
+                    for p in endpoint_pods(cluster, namespace, "greedy")
+                    if p["metadata"]["uid"] not in first.values()
+                }
+                == set(first)
+            ),
+            timeout=60,
+            what="the group recreated",
+        )
+        assert all(
+            not p["spec"].get("nodeName") for p in endpoint_pods(cluster, namespace, "greedy")
+        )
+    finally:
+        assert process.stop() == 0

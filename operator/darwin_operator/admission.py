@@ -1,0 +1,89 @@
+"""Gang admission across endpoints: decide on one fresh read of free GPUs, then lift gates.
+
+Decisions are serialized in the process, so two endpoints never count the same free GPUs. The
+requests that queue up while one batch runs are decided together in the next one, on a single
+fresh read of nodes and pods, in the order they arrived; each admitted group's GPUs are taken
+off before the next request is looked at, exactly as if each had read the cluster after the
+previous one lifted its gates. This keeps admission cheap when many endpoints start at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from darwin_operator import capacity, render
+from darwin_operator.capacity import Fit
+from darwin_operator.cluster import Cluster
+from darwin_operator.observed import node_from_api, pod_from_api
+from darwin_operator.planner import Admission
+
+
+@dataclass
+class _Request:
+    ref: render.EndpointRef
+    resource: str
+    admissions: tuple[Admission, ...]
+    result: asyncio.Future[list[Fit]]
+
+
+class Admitter:
+    def __init__(self, cluster: Cluster, clock: Callable[[], float]) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._pending: list[_Request] = []
+
+    async def admit(
+        self, ref: render.EndpointRef, resource: str, admissions: tuple[Admission, ...]
+    ) -> list[Fit]:
+        """Whether each group fits (index order; the first that does not stops the rest); the
+        gates of the groups that fit are lifted before this returns."""
+        request = _Request(ref, resource, admissions, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        async with self._lock:
+            if not request.result.done():  # no batch has decided it yet: run one now
+                batch, self._pending = self._pending, []
+                if request not in batch:  # its batch was cancelled part way
+                    batch.append(request)
+                await self._decide(batch)
+        return request.result.result()
+
+    async def _decide(self, batch: list[_Request]) -> None:
+        try:
+            raw_nodes, raw_pods = await self.cluster.capacity_inputs()
+        except Exception as error:
+            for request in batch:
+                request.result.set_exception(error)
+            return
+        nodes = [node_from_api(o) for o in raw_nodes]
+        pods = [pod_from_api(o) for o in raw_pods]
+        free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
+        decided: list[tuple[_Request, list[Fit]]] = []
+        for request in batch:
+            left = free.setdefault(
+                request.resource, capacity.free_gpus(nodes, pods, request.resource)
+            )
+            fits = capacity.admit_in_order([a.demand for a in request.admissions], nodes, left)
+            for admission, fit in zip(request.admissions, fits, strict=True):
+                for node in fit.nodes:
+                    left[node] -= admission.demand.gpus_per_pod
+            decided.append((request, fits))
+        now = self.clock()
+
+        async def release(request: _Request, fits: list[Fit]) -> None:
+            try:
+                await asyncio.gather(
+                    *(
+                        self.cluster.ungate_pods(request.ref.namespace, admission.pods, now)
+                        for admission, fit in zip(request.admissions, fits, strict=True)
+                        if fit.fits
+                    )
+                )
+            except Exception as error:
+                request.result.set_exception(error)
+            else:
+                request.result.set_result(fits)
+
+        await asyncio.gather(*(release(request, fits) for request, fits in decided))

@@ -1,0 +1,115 @@
+"""Gang admission across endpoints: serialized decisions, batched on one read of the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from darwin_operator.admission import Admitter
+from darwin_operator.capacity import GroupDemand
+from darwin_operator.observed import Placement
+from darwin_operator.planner import Admission
+from darwin_operator.render import EndpointRef
+
+GPU = "nvidia.com/gpu"
+
+
+def node(name: str) -> dict:
+    return {
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-B200"}},
+        "status": {"allocatable": {GPU: "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+class FakeCluster:
+    """Nodes with 8 GPUs each; lifting a gate binds nothing, but the pod then counts as taken."""
+
+    def __init__(self, nodes: int) -> None:
+        self.nodes = [node(f"n{i}") for i in range(nodes)]
+        self.pods: list[dict] = []
+        self.reads = 0
+        self.ungated: list[str] = []
+
+    async def capacity_inputs(self):
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return self.nodes, list(self.pods)
+
+    async def ungate_pods(self, namespace, names, now):
+        await asyncio.sleep(0.01)
+        for name in names:
+            self.ungated.append(name)
+            self.pods.append(
+                {
+                    "metadata": {"name": name},
+                    "spec": {
+                        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
+                        "containers": [{"name": "c", "resources": {"limits": {GPU: "4"}}}],
+                    },
+                }
+            )
+        return len(names)
+
+
+def admissions(endpoint: str, groups: int) -> tuple[Admission, ...]:
+    demand = GroupDemand(
+        pods=3,
+        gpus_per_pod=4,
+        placement=Placement(node_selector=(("nvidia.com/gpu.product", "NVIDIA-B200"),)),
+    )
+    return tuple(
+        Admission(i, demand, tuple(f"{endpoint}-{i}-{r}" for r in range(3))) for i in range(groups)
+    )
+
+
+def test_competing_endpoints_never_both_get_the_last_gpus_and_share_one_read():
+    async def scenario():
+        cluster = FakeCluster(nodes=2)  # 16 GPUs: one group of 3 x 4 GPUs, not two
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        names = ["alpha", "beta", "gamma"]
+        results = await asyncio.gather(
+            *(admitter.admit(EndpointRef(n, "ns", n), GPU, admissions(n, 1)) for n in names)
+        )
+        return cluster, dict(zip(names, results, strict=True))
+
+    cluster, results = asyncio.run(scenario())
+    admitted = [n for n, fits in results.items() if fits[0].fits]
+    assert admitted == ["alpha"]  # the first to ask
+    assert cluster.ungated == ["alpha-0-0", "alpha-0-1", "alpha-0-2"]
+    assert "free: 4 GPUs on 2 eligible nodes (largest 4)" in results["beta"][0].message
+    assert cluster.reads <= 2  # the queued requests were decided together
+
+
+def test_later_batches_see_the_gates_lifted_by_earlier_ones():
+    async def scenario():
+        cluster = FakeCluster(nodes=4)  # 32 GPUs: two groups of 12
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        first = await admitter.admit(EndpointRef("a", "ns", "a"), GPU, admissions("a", 1))
+        second = await admitter.admit(EndpointRef("b", "ns", "b"), GPU, admissions("b", 2))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert [f.fits for f in first] == [True]
+    assert [f.fits for f in second] == [True, False]
+
+
+def test_a_failed_read_fails_every_request_of_the_batch_and_the_next_one_retries():
+    class Flaky(FakeCluster):
+        async def capacity_inputs(self):
+            self.reads += 1
+            if self.reads == 1:
+                raise RuntimeError("apiserver unavailable")
+            return await super().capacity_inputs()
+
+    async def scenario():
+        cluster = Flaky(nodes=2)
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        try:
+            await admitter.admit(EndpointRef("a", "ns", "a"), GPU, admissions("a", 1))
+        except RuntimeError as error:
+            failed = str(error)
+        retried = await admitter.admit(EndpointRef("a", "ns", "a"), GPU, admissions("a", 1))
+        return failed, retried
+
+    failed, retried = asyncio.run(scenario())
+    assert failed == "apiserver unavailable"
+    assert retried[0].fits
