@@ -49,16 +49,26 @@ build_etcd() {
   install_dir "$dest" _go_build
 }
 
-build_installable() {  # build_installable NAME VERSION PACKAGE
-  local name=$1 version=$2 pkg=$3 dest=$bin/$1-$2
+build_installable() {  # build_installable NAME VERSION PACKAGE [LDFLAGS]
+  local name=$1 version=$2 pkg=$3 extra=${4:-} dest=$bin/$1-$2
   [ -x "$dest/$name" ] && return
   log "$name $version"
-  _go_install() { GOBIN=$1 go install -trimpath -ldflags "-s -w" "$pkg@$version"; }
+  _go_install() { GOBIN=$1 go install -trimpath -ldflags "-s -w $extra" "$pkg@$version"; }
   install_dir "$dest" _go_install
 }
 
 build_kwok() { build_installable kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; }
-build_helm() { build_installable helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
+# helm's own release build stamps its version and the Kubernetes version its client modules speak
+# (lint and `helm template` check a chart's kubeVersion against it); do the same.
+build_helm() {
+  local h=helm.sh/helm/v3 k8s_minor
+  k8s_minor=$(cd "$here" && GOFLAGS=-mod=mod go mod download -json "$h@$HELM_VERSION" |
+    sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' | xargs grep -m1 'k8s.io/client-go ' |
+    sed -E 's/.*v0\.([0-9]+)\..*/\1/')
+  build_installable helm "$HELM_VERSION" "$h/cmd/helm" "-X $h/internal/version.version=$HELM_VERSION \
+    -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$k8s_minor \
+    -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$k8s_minor"
+}
 
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm)
