@@ -99,3 +99,10 @@ def namespace(cluster: ClusterHandle, request) -> Iterator[str]:
     wait_for(default_account_exists, timeout=30, what=f"default ServiceAccount in {name}")
     yield name
     core.delete_namespace(name)
+    # Tests share the cluster's GPUs: the next test may count on all of them, so the pods of this
+    # one must be gone (not merely terminating) before it starts.
+    wait_for(
+        lambda: not core.list_namespaced_pod(name).items,
+        timeout=60,
+        what=f"pods of namespace {name} to be deleted",
+    )
