@@ -127,9 +127,8 @@ class Reconciler:
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
         notes.extend(status.transitions(old, new))
-        for note in notes:
-            await self.cluster.post_event(obj, note, now)
-        _record_metrics(namespace, name, spec, revision, views, old, new, now)
+        await asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
+        _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
         waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
         return Result(requeue_after=plan.requeue_after, waiting_for_capacity=waiting)
 
@@ -271,6 +270,7 @@ class Reconciler:
         )
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
+        metrics.set_endpoint_phase(meta["namespace"], meta["name"], new.phase)
         for note in status.transitions(old, new):
             await self.cluster.post_event(obj, note, now)
 
@@ -316,6 +316,7 @@ def _record_metrics(
     name: str,
     spec: api.DarwinEndpointSpec,
     revision: str,
+    observed: Observed,
     views: list[GroupView],
     old: api.DarwinEndpointStatus | None,
     new: api.DarwinEndpointStatus,
@@ -330,20 +331,43 @@ def _record_metrics(
     }
     for state, value in states.items():
         metrics.ENDPOINT_REPLICAS.labels(namespace, name, state).set(value)
-    per_group = topology.shape_of(spec).gpus_per_pod * topology.shape_of(spec).pods_per_group
-    placed = [
-        v for v in views if v.phase in (GroupPhase.STARTING, GroupPhase.READY, GroupPhase.DRAINING)
-    ]
-    ready = [v for v in views if v.phase == GroupPhase.READY]
-    metrics.GPUS.labels(namespace, name, "requested").set(per_group * len(placed))
-    metrics.GPUS.labels(namespace, name, "ready").set(per_group * len(ready))
+    metrics.set_endpoint_phase(namespace, name, new.phase)
+    metrics.set_group_phases(namespace, name, {v.index: v.phase.value for v in views})
+    metrics.init_recreations(
+        namespace,
+        name,
+        (r.value for r in planner.DeleteReason if r not in _NOT_RECREATIONS),
+    )
+    # GPUs from the pods themselves: a broken or terminating group still holds its GPUs.
+    resource = spec.placement.gpu_resource
+    ready_groups = {v.index for v in views if v.phase == GroupPhase.READY}
+    requested = ready = 0
+    for g in observed.groups:
+        held = sum(p.requests(resource) for p in g.pods if p.bound and not p.terminal)
+        requested += held
+        ready += held if g.index in ready_groups else 0
+    metrics.GPUS.labels(namespace, name, "requested").set(requested)
+    metrics.GPUS.labels(namespace, name, "ready").set(ready)
     metrics.ROLLOUT_IN_PROGRESS.labels(namespace, name).set(
         1 if any(v.revision != revision and v.pods for v in views) else 0
     )
-    was_ready = {g.index for g in (old.groups if old else []) if g.phase == GroupPhase.READY.value}
-    for v in ready:
-        if v.index not in was_ready and v.created_at is not None:
-            metrics.GROUP_STARTUP.observe(max(0.0, now - v.created_at))
+    metrics.ROLLOUT_PAUSED.labels(namespace, name).set(1 if spec.rollout.paused else 0)
+    was = {g.index: g.phase for g in (old.groups if old else [])}
+    for v in views:
+        group = observed.group(v.index)
+        just_admitted = (
+            v.phase == GroupPhase.SCHEDULING
+            and group is not None
+            and all(p.gated for p in group.pods)
+        )
+        durations = metrics.startup_durations(
+            was.get(v.index), v.phase.value, group, now if just_admitted else None
+        )
+        metrics.observe_startup(namespace, name, durations)
+
+
+# Deletions that do not count as recreations: the group is not wanted, or is already going.
+_NOT_RECREATIONS = (planner.DeleteReason.SCALE_DOWN, planner.DeleteReason.UNFINISHED_DELETE)
 
 
 async def _true() -> bool:
