@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-from darwin_operator import api, topology
+from darwin_operator import api, metrics, topology
 from darwin_operator.events import EventNote
 from darwin_operator.observed import (
     ANNOTATION_ADMITTED_AT,
@@ -42,6 +42,19 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+
+
+def api_verb(method: str, path: str) -> str:
+    """The Kubernetes verb of a request (get or list for a GET, by whether the path names one
+    object or a collection), for the bounded `verb` label of API error counts."""
+    method = method.upper()
+    if method != "GET":
+        return {"POST": "create", "PUT": "update"}.get(method, method.lower())
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    parts = parts[2:] if parts[:1] == ["api"] else parts[3:]  # /api/v1 or /apis/GROUP/VERSION
+    if len(parts) > 2 and parts[0] == "namespaces":
+        parts = parts[2:]
+    return "list" if len(parts) == 1 else "get"
 
 
 def load_api_client(
@@ -94,12 +107,17 @@ class Cluster:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.client.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=60
-        )
+        try:
+            response = self.client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=60
+            )
+        except Exception:
+            metrics.API_ERRORS.labels(api_verb(method, path), "0").inc()
+            raise
         data = response.read()
         payload = json.loads(data) if data else {}
         if not 200 <= response.status < 300:
+            metrics.API_ERRORS.labels(api_verb(method, path), str(response.status)).inc()
             raise ApiError(
                 response.status,
                 payload.get("reason", "") if isinstance(payload, dict) else "",

@@ -148,6 +148,7 @@ class ObservedPod:
     phase: str = "Pending"
     ready: bool = False
     ready_since: float | None = None
+    scheduled_at: float | None = None  # when the pod was bound (PodScheduled turned True)
     unschedulable: bool = False
     unschedulable_message: str = ""
     restarts: int = 0
@@ -316,6 +317,9 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         phase=status.get("phase") or "Pending",
         ready=is_ready,
         ready_since=parse_time(ready.get("lastTransitionTime")) if is_ready and ready else None,
+        scheduled_at=parse_time(scheduled.get("lastTransitionTime"))
+        if scheduled and scheduled.get("status") == "True"
+        else None,
         unschedulable=unschedulable,
         unschedulable_message=(scheduled or {}).get("message", "") if unschedulable else "",
         restarts=sum(int(cs.get("restartCount") or 0) for cs in statuses),
