@@ -21,6 +21,7 @@ import kubernetes.config
 
 from darwin_operator import api, metrics, topology
 from darwin_operator.events import EventNote
+from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_DRAIN_STARTED_AT,
@@ -325,7 +326,9 @@ class Cluster:
         try:
             await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
         except ApiError as e:  # an event is best effort; never fail a reconcile over it
-            log.warning("could not post event %s on %s: %s", note.reason.value, meta["name"], e)
+            endpoint_log(log, meta["namespace"], meta["name"]).warning(
+                "could not post event %s: %s", note.reason.value, e
+            )
 
     async def request_restart(self, namespace: str, name: str, now: float) -> None:
         """Ask for a rolling restart: a new restartedAt annotation changes the revision."""

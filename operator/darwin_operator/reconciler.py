@@ -20,6 +20,7 @@ from darwin_operator import api, metrics, planner, render, status, topology, val
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
+from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import Observed, groups_from_pods, pod_from_api
 from darwin_operator.planner import GroupPhase, GroupView
 
@@ -165,7 +166,7 @@ class Reconciler:
         ns = ref.namespace
 
         async def run(action: planner.Action) -> None:
-            log.info("%s/%s: %s", ns, ref.name, _describe(action))
+            endpoint_log(log, ns, ref.name).info("%s", _describe(action))
             match action:
                 case planner.ApplyObject(body=body):
                     await self.cluster.apply(body)
@@ -222,11 +223,9 @@ class Reconciler:
         fits = await self.admitter.admit(ref, spec.placement.gpu_resource, admissions)
         for admission, fit in zip(admissions, fits, strict=True):
             view = by_index[admission.index]
-            log.log(
+            endpoint_log(log, ref.namespace, ref.name).log(
                 logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
-                "%s/%s: group %d %s: %s",
-                ref.namespace,
-                ref.name,
+                "group %d %s: %s",
                 admission.index,
                 "admitted" if fit.fits else "waits",
                 fit.message,
@@ -438,7 +437,7 @@ class Controller:
             try:
                 result = await self._reconcile(*key)
             except EndpointGone:
-                log.info("endpoint %s/%s is gone", *key)
+                endpoint_log(log, *key).info("endpoint is gone")
                 self.forget(*key)
                 return
             except asyncio.CancelledError:
@@ -446,8 +445,8 @@ class Controller:
             except Exception as e:
                 delay = self.error_backoff[min(failures, len(self.error_backoff) - 1)]
                 failures += 1
-                log.warning("reconcile of %s/%s failed (retry in %ss): %s", *key, delay, e)
-                log.debug("reconcile failure", exc_info=True)
+                endpoint_log(log, *key).warning("reconcile failed (retry in %ss): %s", delay, e)
+                endpoint_log(log, *key).debug("reconcile failure", exc_info=True)
                 continue
             failures = 0
             if result.waiting_for_capacity:

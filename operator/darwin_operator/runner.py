@@ -9,7 +9,7 @@ import os
 import kopf
 import prometheus_client
 
-from darwin_operator import peering
+from darwin_operator import logs, peering
 from darwin_operator.cluster import Cluster, load_api_client
 from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler, Result
 
@@ -65,12 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "after the active replica stops (default 60)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text (default): lines for people; json: one JSON object per line. Lines about an "
+        "endpoint carry its namespace and name either way",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.kubeconfig:  # kopf's own login reads the environment
         os.environ["KUBECONFIG"] = args.kubeconfig
-    kopf.configure(verbose=args.verbose)
+    logs.configure(args.log_format, verbose=args.verbose)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-event handler chatter
     from darwin_operator import handlers  # noqa: F401  (registers the kopf handlers)
 
