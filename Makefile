@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export CLUSTER_DIR
 
-.PHONY: help venv build-cluster cluster-up cluster-down vllm-venv test test-unit test-e2e \
-	lint generate install-manifest demo demo-down
+.PHONY: help venv build-cluster cluster-up cluster-down vllm-venv prometheus-tools test test-unit \
+	test-e2e lint generate install-manifest demo demo-down
 
 help:
 	@echo "make demo        run the reference endpoint on the local simulated cluster"
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 build-cluster: venv
-	bash tests/cluster/build.sh kubernetes etcd kwok helm
+	bash tests/cluster/build.sh kubernetes etcd kwok helm prometheus-crds
 
 cluster-up: build-cluster
 	$(PY) tests/cluster/localcluster.py up --dir $(CLUSTER_DIR)
@@ -42,13 +42,18 @@ demo-down: venv
 vllm-venv: venv
 	bash tests/vllm/setup-venv.sh
 
-test: build-cluster vllm-venv
+# Prometheus and promtool (Debian's package): promtool for the alert tests, a real Prometheus
+# for the e2e scrape of the operator.
+prometheus-tools:
+	bash tests/prometheus/install.sh
+
+test: build-cluster vllm-venv prometheus-tools
 	$(PY) -m pytest
 
-test-unit: venv
+test-unit: venv prometheus-tools
 	$(PY) -m pytest tests/unit
 
-test-e2e: build-cluster
+test-e2e: build-cluster prometheus-tools
 	$(PY) -m pytest tests/e2e
 
 lint: venv

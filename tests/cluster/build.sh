@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane from the official Go modules at pinned versions into a cache outside
 # the repo. Each component is built only when its binary for that version is missing, so a machine
-# pays the cold build once.   Usage: build.sh [kubernetes|etcd|kwok|helm]...   (default: all)
+# pays the cold build once.   Usage: build.sh [kubernetes|etcd|kwok|helm|prometheus-crds]...   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -70,11 +70,28 @@ build_helm() {
     -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$k8s_minor"
 }
 
+# The prometheus-operator CRDs (PodMonitor, ServiceMonitor, PrometheusRule), copied out of the
+# official Go module's zip: the e2e tests check that the API server accepts the chart's objects.
+build_prometheus_crds() {
+  local dest=$cache/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
+  local module=github.com/prometheus-operator/prometheus-operator
+  [ -f "$dest/monitoring.coreos.com_prometheusrules.yaml" ] && return
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION"
+  _copy_crds() {
+    local dir
+    dir=$(go mod download -json "$module@$PROMETHEUS_OPERATOR_VERSION" |
+      sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_{podmonitors,servicemonitors,prometheusrules}.yaml "$1/"
+  }
+  install_dir "$dest" _copy_crds
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm prometheus-crds)
 for c in "${components[@]}"; do
   case $c in
     kubernetes|etcd|kwok|helm) "build_$c" ;;
-    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm)" >&2; exit 2 ;;
+    prometheus-crds) build_prometheus_crds ;;
+    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm, prometheus-crds)" >&2; exit 2 ;;
   esac
 done
