@@ -615,6 +615,25 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class Recreation(_Model):
+    """One recreation of a broken group."""
+
+    at: str
+    """When the operator decided it (RFC 3339, milliseconds)."""
+    reason: str
+    """Why: PodFailed, Evicted, MemberDeleted, ContainerRestarted, NodeLost, LeaderUnready or
+    StartupTimeout."""
+
+
+class PhaseTime(_Model):
+    """One phase of a group's latest start."""
+
+    phase: str
+    since: str
+    seconds: int | None = None
+    """Time spent in the phase, once the group has left it."""
+
+
 class GroupStatus(_Model):
     index: int
     revision: str = ""
@@ -622,9 +641,37 @@ class GroupStatus(_Model):
     pods: int = 0
     pods_ready: int = 0
     restarts: int = 0
+    """Recreations of the group since the spec or the restartedAt annotation last changed."""
     message: str = ""
     last_failure: str = ""
+    """When and why the group was last recreated."""
     phase_since: str | None = None
+    recreations: list[Recreation] = Field(default_factory=list)
+    """Recreations within health.restartWindowSeconds, oldest first: what the restart budget
+    and the backoff count."""
+    last_ready_time: str | None = None
+    """When the group last became Ready."""
+    startup: list[PhaseTime] = Field(default_factory=list)
+    """The phases of the group's latest start (WaitingForCapacity, Scheduling, Starting, Ready)
+    and the time spent in each."""
+
+
+class HealthFailure(_Model):
+    """A group broke more often than health.maxGroupRestarts allows: the endpoint is Failed."""
+
+    group: int
+    reasons: list[str] = Field(default_factory=list)
+    """Reasons of its recreations within the window and of the last failure, oldest first."""
+    message: str = ""
+    since: str = ""
+
+
+class HealthStatus(_Model):
+    """What the group restart counts belong to: a change of either field starts them over."""
+
+    generation: int | None = None
+    restarted_at: str = ""
+    failure: HealthFailure | None = None
 
 
 class DarwinEndpointStatus(_Model):
@@ -645,6 +692,7 @@ class DarwinEndpointStatus(_Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     groups: list[GroupStatus] = Field(default_factory=list)
+    health: HealthStatus | None = None
 
 
 def _name_ok(metadata: dict[str, Any]) -> bool:

@@ -24,6 +24,7 @@ from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import (
     ANNOTATION_ADMITTED_AT,
+    ANNOTATION_DELETE_REASON,
     ANNOTATION_DRAIN_STARTED_AT,
     format_time,
 )
@@ -180,6 +181,16 @@ class Cluster:
                 return None
             raise
 
+    async def list_nodes(self) -> list[dict[str, Any]] | None:
+        """Every node (for the health of the nodes holding group members); None when the
+        operator may not list nodes."""
+        try:
+            return (await self.request("GET", "/api/v1/nodes")).get("items") or []
+        except ApiError as e:
+            if e.status == 403:
+                return None
+            raise
+
     async def capacity_inputs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All nodes and all non-terminal pods, read fresh (no cache) for gang admission."""
         nodes, pods = await asyncio.gather(
@@ -267,7 +278,35 @@ class Cluster:
             if e.status != 404:
                 raise
 
-    async def delete_pods(self, namespace: str, names: Iterable[str]) -> int:
+    async def annotate_pods(
+        self, namespace: str, names: Iterable[str], annotations: Mapping[str, str]
+    ) -> int:
+        patch = {"metadata": {"annotations": dict(annotations)}}
+
+        async def annotate(name: str) -> int:
+            try:
+                await self.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{namespace}/pods/{name}",
+                    body=patch,
+                    content_type="application/merge-patch+json",
+                )
+                return 1
+            except ApiError as e:
+                if e.status == 404:
+                    return 0
+                raise
+
+        return sum(await asyncio.gather(*(annotate(n) for n in names)))
+
+    async def delete_pods(self, namespace: str, names: Iterable[str], reason: str = "") -> int:
+        """Delete pods of one group. With a reason, every pod is stamped with it first, before
+        any is deleted: pods that lose a member without the stamp were deleted by someone else
+        (health.py), also when the operator is killed part way through its deletion."""
+        names = list(names)
+        if reason:
+            await self.annotate_pods(namespace, names, {ANNOTATION_DELETE_REASON: reason})
+
         async def delete(name: str) -> int:
             try:
                 await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")

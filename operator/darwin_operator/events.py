@@ -13,6 +13,7 @@ class Reason(StrEnum):
     GROUP_READY = "GroupReady"
     GROUP_DRAINING = "GroupDraining"
     GROUP_DELETED = "GroupDeleted"
+    GROUP_RECREATING = "GroupRecreating"  # broken: deleted whole, created anew after a backoff
     SCHEDULING_TIMEOUT = "SchedulingTimeout"
     ENDPOINT_READY = "EndpointReady"
     # problems; each is also the reason of the Degraded condition
@@ -21,6 +22,7 @@ class Reason(StrEnum):
     NO_ELIGIBLE_NODES = "NoEligibleNodes"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     GROUP_BROKEN = "GroupBroken"
+    MAX_GROUP_RESTARTS_EXCEEDED = "MaxGroupRestartsExceeded"  # the endpoint is Failed
     RECONCILE_ERROR = "ReconcileError"
 
 

@@ -17,6 +17,11 @@ from darwin_operator import topology
 # Written by the operator on pods, so that the state they mark lives in the cluster.
 ANNOTATION_ADMITTED_AT = "serving.darwin.ai/admittedAt"  # when the group's gates were lifted
 ANNOTATION_DRAIN_STARTED_AT = "serving.darwin.ai/drainStartedAt"  # when the leader left Service
+# Stamped on every pod before the operator deletes any pod of its group: tells the operator's own
+# deletions apart from anyone else's (health.py), even when it was killed part way through.
+ANNOTATION_DELETE_REASON = "serving.darwin.ai/deleteReason"
+# On every pod of a group the operator found broken: "<fault> <time> <message>" (health.py).
+ANNOTATION_BROKEN = "serving.darwin.ai/broken"
 
 # Container waiting reasons that are part of a normal start, not a problem worth reporting.
 _ROUTINE_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
@@ -149,6 +154,13 @@ class ObservedPod:
     ready: bool = False
     ready_since: float | None = None
     scheduled_at: float | None = None  # when the pod was bound (PodScheduled turned True)
+    unready_since: float | None = None  # Ready=False since (its lastTransitionTime)
+    running_since: float | None = None  # latest start of a running container
+    termination: str = ""  # how its container last terminated, e.g. "vllm exited 1 (Error)"
+    status_reason: str = ""  # status.reason and message, e.g. "Evicted: low on memory"
+    disruption: str = ""  # the DisruptionTarget condition: why it is being deleted
+    marked_broken: str = ""  # ANNOTATION_BROKEN
+    marked_deleted: str = ""  # ANNOTATION_DELETE_REASON
     unschedulable: bool = False
     unschedulable_message: str = ""
     restarts: int = 0
@@ -200,6 +212,7 @@ class NodeInfo:
     name: str
     labels: tuple[tuple[str, str], ...] = ()
     ready: bool = True
+    ready_changed_at: float | None = None  # lastTransitionTime of the Ready condition
     unschedulable: bool = False
     taints: tuple[Taint, ...] = ()
     allocatable: tuple[tuple[str, int], ...] = ()
@@ -220,6 +233,8 @@ class Observed:
     # name -> value of the spec-hash annotation of Services and the PDB the operator owns
     owned_objects: tuple[tuple[str, str], ...] = ()
     secret_missing: bool = False  # spec.model.tokenSecretRef names a Secret that is not there
+    # nodes holding the endpoint's pods, by name; None when they could not be read
+    nodes: tuple[tuple[str, NodeInfo], ...] | None = None
 
     def group(self, index: int) -> ObservedGroup | None:
         return next((g for g in self.groups if g.index == index), None)
@@ -317,6 +332,15 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         phase=status.get("phase") or "Pending",
         ready=is_ready,
         ready_since=parse_time(ready.get("lastTransitionTime")) if is_ready and ready else None,
+        unready_since=parse_time(ready.get("lastTransitionTime"))
+        if ready and not is_ready
+        else None,
+        running_since=_running_since(statuses),
+        termination=_termination(statuses),
+        status_reason=": ".join(x for x in (status.get("reason"), status.get("message")) if x),
+        disruption=_disruption(status),
+        marked_broken=annotations.get(ANNOTATION_BROKEN, ""),
+        marked_deleted=annotations.get(ANNOTATION_DELETE_REASON, ""),
         scheduled_at=parse_time(scheduled.get("lastTransitionTime"))
         if scheduled and scheduled.get("status") == "True"
         else None,
@@ -329,6 +353,33 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
     )
 
 
+def _running_since(statuses: Iterable[Mapping[str, Any]]) -> float | None:
+    started = (
+        parse_time(((cs.get("state") or {}).get("running") or {}).get("startedAt"))
+        for cs in statuses
+    )
+    return max((t for t in started if t is not None), default=None)
+
+
+def _termination(statuses: Iterable[Mapping[str, Any]]) -> str:
+    """How a container last terminated (now or before its restart), in a few words."""
+    for cs in statuses:
+        for key in ("state", "lastState"):
+            done = (cs.get(key) or {}).get("terminated")
+            if done:
+                text = f"{cs.get('name', '')} exited {done.get('exitCode', '?')}"
+                text += f" ({done['reason']})" if done.get("reason") else ""
+                return text + (f": {done['message']}" if done.get("message") else "")
+    return ""
+
+
+def _disruption(status: Mapping[str, Any]) -> str:
+    target = _condition(status, "DisruptionTarget")
+    if not target or target.get("status") != "True":
+        return ""
+    return ": ".join(x for x in (target.get("reason"), target.get("message")) if x)
+
+
 def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -338,6 +389,7 @@ def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
         name=meta.get("name", ""),
         labels=tuple(sorted((meta.get("labels") or {}).items())),
         ready=bool(ready and ready.get("status") == "True"),
+        ready_changed_at=parse_time((ready or {}).get("lastTransitionTime")),
         unschedulable=bool(spec.get("unschedulable")),
         taints=tuple(
             Taint(t.get("key", ""), t.get("value") or "", t.get("effect", ""))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from darwin_operator import render, topology
+from darwin_operator import health, render, topology
 from darwin_operator.api import DarwinEndpointSpec, Gang
 from darwin_operator.capacity import GroupDemand
 from darwin_operator.observed import Observed, ObservedGroup, ObservedPod, format_time
@@ -29,7 +29,8 @@ class GroupPhase(StrEnum):
     SCHEDULING = "Scheduling"  # gates lifted, not every pod bound yet
     STARTING = "Starting"  # every pod bound, not every pod Ready
     READY = "Ready"
-    BROKEN = "Broken"  # a member failed (recreation with backoff is the health logic's job)
+    BROKEN = "Broken"  # a member failed: the group is recreated whole (health.py)
+    BACKING_OFF = "BackingOff"  # deleted after a failure; created again when its backoff ends
     DRAINING = "Draining"  # leader out of the Service, waiting drainSeconds before deletion
     TERMINATING = "Terminating"
 
@@ -40,6 +41,7 @@ class DeleteReason(StrEnum):
     MEMBER_LOST = "MemberLost"  # a released group lost a pod; a group is recreated whole
     INCOMPLETE = "Incomplete"  # a group that cannot be completed in place (e.g. old revision)
     UNFINISHED_DELETE = "UnfinishedDelete"  # some pods were deleted, the rest must follow
+    BROKEN = "Broken"  # found broken (health.py) and its recreation is on record in the status
 
 
 # ---- actions ----
@@ -78,6 +80,16 @@ class RestoreServing:
 
 
 @dataclass(frozen=True)
+class MarkBroken:
+    """Stamp the group's pods with the fault found and when (health.mark_value): the decision
+    to recreate the group, kept in the cluster until the status history holds it."""
+
+    index: int
+    mark: str
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeleteGroup:
     index: int
     reason: DeleteReason
@@ -92,7 +104,9 @@ class ApplyObject:
     body: dict[str, Any] = field(hash=False, compare=False)
 
 
-Action = CreateGroup | UngateGroup | DrainGroup | RestoreServing | DeleteGroup | ApplyObject
+Action = (
+    CreateGroup | UngateGroup | DrainGroup | RestoreServing | MarkBroken | DeleteGroup | ApplyObject
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,7 @@ class GroupView:
 @dataclass(frozen=True)
 class PlannerConfig:
     scheduling_timeout: float = 120.0
+    health: health.HealthConfig = health.HealthConfig()
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class Plan:
     groups: tuple[GroupView, ...]
     requeue_after: float | None = None  # seconds until a deadline the plan is waiting for
     blocked_reason: str = ""  # why no group is admitted at all (e.g. a missing Secret)
+    health: health.History = health.History()  # recreation history, for the status to keep
 
 
 def object_key(obj: dict[str, Any]) -> str:
@@ -177,9 +193,12 @@ class _Planner:
         observed: Observed,
         now: float,
         config: PlannerConfig,
+        history: health.History,
     ) -> None:
         self.ref, self.spec, self.revision = ref, spec, revision
         self.observed, self.now, self.config = observed, now, config
+        self.persisted = self.history = history  # as the status holds it / with this plan's
+        self.nodes = None if observed.nodes is None else dict(observed.nodes)
         self.shape = topology.shape_of(spec)
         self.gang = spec.placement.gang == Gang.GATE
         self.actions: list[Action] = []
@@ -225,12 +244,14 @@ class _Planner:
         g = self.observed.group(index)
         n = self.shape.pods_per_group
         if g is None or not g.pods:
+            if self.backing_off(index):
+                return
             self.actions.append(CreateGroup(index, gated=self.gang))
             self.views.append(
                 GroupView(index, self.revision, GroupPhase.PENDING, 0, 0, 0, f"creating {_pods(n)}")
             )
             return
-        if self.terminating(g):
+        if self.broken(g) or self.terminating(g):
             return
         missing = set(range(n)) - g.ranks()
         released = [p for p in g.pods if not p.gated]
@@ -294,8 +315,10 @@ class _Planner:
             self.view(g, GroupPhase.STARTING, f"{message}; {detail}" if detail else message)
 
     def terminating(self, g: ObservedGroup) -> bool:
-        """A group part way through deletion: finish it; a new one follows once it is gone."""
-        if not any(p.deleting for p in g.pods):
+        """A group part way through deletion: finish it; a new one follows once it is gone.
+        The operator stamps a group's pods before deleting any (cluster.delete_pods), so a
+        deletion it was killed in the middle of shows on the pods it did not reach."""
+        if not any(p.deleting or p.marked_deleted for p in g.pods):
             return False
         if not all(p.deleting for p in g.pods):
             live = tuple(p.name for p in g.pods if not p.deleting)
@@ -358,7 +381,100 @@ class _Planner:
             groups=tuple(sorted(self.views, key=lambda v: v.index)),
             requeue_after=min(future) if future else None,
             blocked_reason=self.blocked_reason(),
+            health=self.history,
         )
+
+    # -- health (health.py): a broken group is recreated whole, with backoff, within a budget --
+
+    def broken(self, g: ObservedGroup) -> bool:
+        """Take charge of a group that is broken or being recreated; False if it is healthy.
+
+        One step per reconcile, so that the cluster always tells what comes next, whenever the
+        operator is killed: (1) stamp every pod with the fault and its time (MarkBroken) while
+        this reconcile's status patch records the recreation; (2) once the status holds it,
+        delete the whole group; (3) create it anew when its backoff ends (backing_off)."""
+        marked = health.mark_of(g)
+        if marked is not None:
+            self.recreate(g, *marked)
+            return True
+        if any(p.marked_deleted for p in g.pods):
+            return False  # the operator's own deletion: terminating() finishes it
+        finding, deadline = health.diagnose(
+            g,
+            pods_per_group=self.shape.pods_per_group,
+            nodes=self.nodes,
+            startup_timeout=self.spec.health.startup_timeout_seconds,
+            now=self.now,
+            config=self.config.health,
+        )
+        if deadline is not None:
+            self.deadlines.append(deadline)
+        if finding is None:
+            return False
+        text = f"{finding.fault.value}: {finding.message}"
+        past, budget = self.history.of(g.index), self.spec.health
+        over = health.exceeds_budget(
+            past, self.now, budget.restart_window_seconds, budget.max_group_restarts
+        )
+        if self.history.failure is None and over:
+            failure = health.failure(g.index, past, finding, self.now, budget)
+            self.history = replace(self.history, failure=failure)
+        if self.history.failure is not None:
+            self.view(g, GroupPhase.BROKEN, f"{text}; not recreated: the endpoint is Failed")
+            return True
+        recreation = health.Recreation(health.stamp(self.now), finding.fault.value)
+        mark = health.mark_value(recreation, finding.message)
+        self.actions.append(MarkBroken(g.index, mark, _names(g)))
+        self.remember(g.index, recreation, finding.message)
+        self.view(g, GroupPhase.BROKEN, f"{text}; recreating the whole group")
+        return True
+
+    def recreate(self, g: ObservedGroup, recreation: health.Recreation, message: str) -> None:
+        if recreation not in self.persisted.of(g.index).recreations:
+            # Marked, but the status does not hold it yet (this reconcile's patch will, also
+            # after a kill between the two): no pod goes before the recreation is on record.
+            self.remember(g.index, recreation, message)
+            unmarked = tuple(p.name for p in g.pods if not p.marked_broken)
+            if unmarked:
+                mark = health.mark_value(recreation, message)
+                self.actions.append(MarkBroken(g.index, mark, unmarked))
+            self.view(g, GroupPhase.BROKEN, f"{recreation.reason}: {message}; recreating")
+            return
+        live = tuple(p.name for p in g.pods if not p.deleting)
+        if live:
+            self.actions.append(DeleteGroup(g.index, DeleteReason.BROKEN, live))
+        self.view(g, GroupPhase.TERMINATING, f"recreating after {recreation.reason}: {message}")
+
+    def remember(self, index: int, recreation: health.Recreation, message: str) -> None:
+        budget = self.spec.health
+        past = health.record(
+            self.history.of(index),
+            recreation,
+            message,
+            budget.restart_window_seconds,
+            limit=budget.max_group_restarts + 1,
+        )
+        self.history = self.history.with_group(index, past)
+
+    def backing_off(self, index: int) -> bool:
+        """A group deleted after a failure waits out its backoff; none comes back while Failed."""
+        past = self.history.of(index)
+        window = self.spec.health.restart_window_seconds
+        if self.history.failure is not None and past.recreations:
+            message = f"not recreated: the endpoint is Failed; last failure {past.last_failure}"
+            self.views.append(GroupView(index, self.revision, GroupPhase.BROKEN, 0, 0, 0, message))
+            return True
+        at = health.create_at(past, self.now, window, self.config.health)
+        if at <= self.now:
+            return False
+        self.deadlines.append(at)
+        recent = len(past.recent(self.now, window))
+        message = (
+            f"created again at {format_time(at)}: backoff after {recent} recreations "
+            f"within {window}s; last failure {past.last_failure}"
+        )
+        self.views.append(GroupView(index, self.revision, GroupPhase.BACKING_OFF, 0, 0, 0, message))
+        return True
 
 
 def plan(
@@ -368,5 +484,9 @@ def plan(
     observed: Observed,
     now: float,
     config: PlannerConfig | None = None,
+    history: health.History | None = None,
 ) -> Plan:
-    return _Planner(ref, spec, revision, observed, now, config or PlannerConfig()).run()
+    """`history`: the recreation history the status holds (status.history_of)."""
+    return _Planner(
+        ref, spec, revision, observed, now, config or PlannerConfig(), history or health.History()
+    ).run()

@@ -16,12 +16,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from darwin_operator import api, metrics, planner, render, status, topology, validation
+from darwin_operator import api, health, metrics, planner, render, status, topology, validation
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
-from darwin_operator.observed import Observed, groups_from_pods, pod_from_api
+from darwin_operator.observed import (
+    ANNOTATION_BROKEN,
+    Observed,
+    groups_from_pods,
+    node_from_api,
+    pod_from_api,
+)
 from darwin_operator.planner import GroupPhase, GroupView
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ class Result:
 @dataclass(frozen=True)
 class ReconcileConfig:
     scheduling_timeout: float = 120.0
+    health: health.HealthConfig = health.HealthConfig()
 
 
 def _validate(obj: dict[str, Any]) -> api.DarwinEndpointSpec:
@@ -96,13 +103,17 @@ class Reconciler:
         revision = render.revision_of(spec, annotations.get(topology.ANNOTATION_RESTARTED_AT))
         ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
         observed = await self._observe(ref, spec)
+        restarted_at = annotations.get(topology.ANNOTATION_RESTARTED_AT)
         plan = planner.plan(
             ref,
             spec,
             revision,
             observed,
             now,
-            planner.PlannerConfig(scheduling_timeout=self.config.scheduling_timeout),
+            planner.PlannerConfig(
+                scheduling_timeout=self.config.scheduling_timeout, health=self.config.health
+            ),
+            history=status.history_of(old, meta.get("generation"), restarted_at),
         )
         notes: list[EventNote] = []
         try:
@@ -124,6 +135,7 @@ class Reconciler:
             old=old,
             now=now,
             blocked_reason=plan.blocked_reason,
+            history=plan.health,
         )
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
@@ -148,10 +160,17 @@ class Reconciler:
             for o in owned
             if any(r.get("uid") == ref.uid for r in o["metadata"].get("ownerReferences") or ())
         )
+        groups = groups_from_pods((pod_from_api(p) for p in pods), ref.uid)
+        # Nodes only matter for pods placed on them (health: a lost node breaks its groups).
+        nodes = None
+        if any(p.bound for g in groups for p in g.pods):
+            listed = await self.cluster.list_nodes()
+            nodes = None if listed is None else [node_from_api(n) for n in listed]
         return Observed(
-            groups=groups_from_pods((pod_from_api(p) for p in pods), ref.uid),
+            groups=groups,
             owned_objects=owned_hashes,
             secret_missing=secret_found is False,
+            nodes=None if nodes is None else tuple((n.name, n) for n in nodes),
         )
 
     async def _execute(
@@ -196,8 +215,10 @@ class Reconciler:
                     )
                 case planner.RestoreServing(leader=leader):
                     await self.cluster.set_serving(ns, leader, True, now)
+                case planner.MarkBroken(mark=mark, pods=pods):
+                    await self.cluster.annotate_pods(ns, pods, {ANNOTATION_BROKEN: mark})
                 case planner.DeleteGroup(index=index, reason=reason, pods=pods):
-                    deleted = await self.cluster.delete_pods(ns, pods)
+                    deleted = await self.cluster.delete_pods(ns, pods, reason.value)
                     if deleted and reason != planner.DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
@@ -286,6 +307,8 @@ def _describe(action: planner.Action) -> str:
             return f"drain group {index}"
         case planner.RestoreServing(index=index):
             return f"put group {index} back behind the Service"
+        case planner.MarkBroken(index=index, mark=mark):
+            return f"group {index} is broken, to be recreated: {mark}"
         case planner.DeleteGroup(index=index, reason=reason):
             return f"delete group {index} ({reason.value})"
     return repr(action)
@@ -306,7 +329,7 @@ def _note_delete(
         notes.append(
             EventNote(NORMAL, Reason.GROUP_DELETED, f"group {index} deleted ({reason.value})")
         )
-    if reason != planner.DeleteReason.SCALE_DOWN:
+    if reason not in _NOT_RECREATIONS:
         metrics.GROUP_RECREATIONS.labels(ref.namespace, ref.name, reason.value).inc()
 
 
@@ -335,8 +358,16 @@ def _record_metrics(
     metrics.init_recreations(
         namespace,
         name,
-        (r.value for r in planner.DeleteReason if r not in _NOT_RECREATIONS),
+        [
+            *(r.value for r in planner.DeleteReason if r not in _NOT_RECREATIONS),
+            *(f.value for f in health.Fault),
+        ],
     )
+    # Recreations of broken groups, by fault: counted once, when the status first holds them.
+    before = {g.index: g for g in (old.groups if old else [])}
+    for g in new.groups:
+        for reason in status.new_recreations(before.get(g.index), g):
+            metrics.GROUP_RECREATIONS.labels(namespace, name, reason).inc()
     # GPUs from the pods themselves: a broken or terminating group still holds its GPUs.
     resource = spec.placement.gpu_resource
     ready_groups = {v.index for v in views if v.phase == GroupPhase.READY}
@@ -366,7 +397,12 @@ def _record_metrics(
 
 
 # Deletions that do not count as recreations: the group is not wanted, or is already going.
-_NOT_RECREATIONS = (planner.DeleteReason.SCALE_DOWN, planner.DeleteReason.UNFINISHED_DELETE)
+# (BROKEN: counted by the fault that broke the group, see above.)
+_NOT_RECREATIONS = (
+    planner.DeleteReason.SCALE_DOWN,
+    planner.DeleteReason.UNFINISHED_DELETE,
+    planner.DeleteReason.BROKEN,
+)
 
 
 async def _true() -> bool:

@@ -11,6 +11,7 @@ import prometheus_client
 
 from darwin_operator import logs, peering
 from darwin_operator.cluster import Cluster, load_api_client
+from darwin_operator.health import HealthConfig
 from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler, Result
 
 
@@ -34,6 +35,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=120.0,
         help="seconds an admitted group may stay unschedulable before it is gated again",
+    )
+    # Group health (health.py): a broken group is recreated whole, with a backoff per group.
+    parser.add_argument(
+        "--recreate-backoff-base",
+        type=float,
+        default=5.0,
+        help="seconds before a group's 2nd recreation within its restart window, doubled for "
+        "each further one (default 5); the first is immediate",
+    )
+    parser.add_argument(
+        "--recreate-backoff-cap",
+        type=float,
+        default=300.0,
+        help="longest backoff before a broken group is created again (default 300)",
+    )
+    parser.add_argument(
+        "--node-lost-grace",
+        type=float,
+        default=60.0,
+        help="seconds a node may be NotReady or unreachable before the groups on it are "
+        "recreated (default 60)",
+    )
+    parser.add_argument(
+        "--leader-unready-grace",
+        type=float,
+        default=60.0,
+        help="seconds a Running leader that was Ready may stay unready (vLLM's engine died) "
+        "before its group is recreated (default 60)",
     )
     parser.add_argument("--metrics-port", type=int, default=8080, help="/metrics; 0 disables")
     parser.add_argument(
@@ -90,7 +119,16 @@ def run(args: argparse.Namespace) -> int:
     # needs cluster-wide reads the chart's RBAC does not grant.
     settings.scanning.disabled = True
     identity, priority, guard = _peering(args, cluster, namespaces, settings)
-    reconciler = Reconciler(cluster, ReconcileConfig(scheduling_timeout=args.scheduling_timeout))
+    config = ReconcileConfig(
+        scheduling_timeout=args.scheduling_timeout,
+        health=HealthConfig(
+            backoff_base=args.recreate_backoff_base,
+            backoff_cap=args.recreate_backoff_cap,
+            node_lost_grace=args.node_lost_grace,
+            leader_unready_grace=args.leader_unready_grace,
+        ),
+    )
+    reconciler = Reconciler(cluster, config)
     reconcile = (
         reconciler.reconcile if guard is None else guard.wrap(reconciler.reconcile, Result())
     )

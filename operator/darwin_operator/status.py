@@ -5,14 +5,24 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from darwin_operator import capacity, topology
-from darwin_operator.api import Condition, DarwinEndpointSpec, DarwinEndpointStatus, GroupStatus
+from darwin_operator import capacity, health, topology
+from darwin_operator.api import (
+    Condition,
+    DarwinEndpointSpec,
+    DarwinEndpointStatus,
+    GroupStatus,
+    HealthFailure,
+    HealthStatus,
+    PhaseTime,
+    Recreation,
+)
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
-from darwin_operator.observed import format_time
+from darwin_operator.observed import format_time, parse_time
 from darwin_operator.planner import GroupPhase, GroupView
 
 AVAILABLE = "Available"
@@ -22,6 +32,7 @@ DEGRADED = "Degraded"
 # Phases of a wanted group, least advanced first: the first one present names the progress.
 _PROGRESS_ORDER = (
     (GroupPhase.TERMINATING, "RecreatingGroups"),
+    (GroupPhase.BACKING_OFF, "BackingOff"),
     (GroupPhase.PENDING, "CreatingGroups"),
     (GroupPhase.WAITING_FOR_CAPACITY, "WaitingForCapacity"),
     (GroupPhase.SCHEDULING, "Scheduling"),
@@ -95,13 +106,21 @@ def _condition(
 
 
 def _groups(
-    views: Sequence[GroupView], old: DarwinEndpointStatus | None, now: float
+    views: Sequence[GroupView],
+    old: DarwinEndpointStatus | None,
+    now: float,
+    history: health.History,
 ) -> list[GroupStatus]:
     before = {g.index: g for g in (old.groups if old else [])}
     result = []
     for v in views:
         prev = before.get(v.index)
         same = prev is not None and prev.phase == v.phase.value and prev.phase_since
+        past = history.of(v.index)
+        was_ready = prev is not None and prev.phase == GroupPhase.READY.value
+        last_ready = prev.last_ready_time if prev else None
+        if v.phase == GroupPhase.READY and not (was_ready and last_ready):
+            last_ready = format_time(now)
         result.append(
             GroupStatus(
                 index=v.index,
@@ -109,17 +128,114 @@ def _groups(
                 phase=v.phase.value,
                 pods=v.pods,
                 pods_ready=v.pods_ready,
-                restarts=v.restarts,
+                restarts=past.restarts,
                 message=v.message,
-                last_failure=prev.last_failure if prev else "",
+                last_failure=past.last_failure,
                 phase_since=prev.phase_since if same else format_time(now),
+                recreations=[
+                    Recreation(at=health.format_stamp(r.at), reason=r.reason)
+                    for r in past.recreations
+                ],
+                last_ready_time=last_ready,
+                startup=_startup(prev.startup if prev else [], v.phase.value, now),
             )
         )
     return result
 
 
-def _problem(spec: DarwinEndpointSpec, wanted: Sequence[GroupView], blocked: str):
+# The phases of a start, in order; the time spent in each is kept in groups[].startup.
+_STARTUP = tuple(
+    p.value
+    for p in (
+        GroupPhase.PENDING,
+        GroupPhase.WAITING_FOR_CAPACITY,
+        GroupPhase.SCHEDULING,
+        GroupPhase.STARTING,
+        GroupPhase.READY,
+    )
+)
+
+
+def _startup(spans: Sequence[PhaseTime], phase: str, now: float) -> list[PhaseTime]:
+    """The phases of the group's latest start: a phase further along closes the one before,
+    one further back (or the first) begins a new start; Ready ends it."""
+    spans = list(spans)
+    last = spans[-1] if spans else None
+    running = last is not None and last.seconds is None and last.phase != GroupPhase.READY
+    if last is not None and running:
+        started = parse_time(last.since) or now
+        closed = last.model_copy(update={"seconds": max(0, round(now - started))})
+    if phase not in _STARTUP:  # Draining, Terminating, Broken, BackingOff
+        return [*spans[:-1], closed] if running else spans
+    if last is not None and last.phase == phase and last.seconds is None:
+        return spans
+    begun = PhaseTime(phase=phase, since=format_time(now))
+    if running and _STARTUP.index(phase) > _STARTUP.index(last.phase):
+        return [*spans[:-1], closed, begun]
+    return [begun]
+
+
+def history_of(
+    old: DarwinEndpointStatus | None, generation: int | None, restarted_at: str | None
+) -> health.History:
+    """The recreation history kept in the status; a fresh one when the spec (generation) or
+    the restartedAt annotation changed since it was written: either starts the counts over."""
+    fresh = health.History(generation=generation, restarted_at=restarted_at or "")
+    kept = old.health if old else None
+    if kept is None or (kept.generation, kept.restarted_at) != (
+        fresh.generation,
+        fresh.restarted_at,
+    ):
+        return fresh
+    groups = tuple(
+        (
+            g.index,
+            health.GroupHistory(
+                recreations=tuple(
+                    health.Recreation(at, r.reason)
+                    for r in g.recreations
+                    if (at := parse_time(r.at)) is not None
+                ),
+                restarts=g.restarts,
+                last_failure=g.last_failure,
+            ),
+        )
+        for g in old.groups
+    )
+    failure = kept.failure and health.Failure(
+        group=kept.failure.group,
+        reasons=tuple(kept.failure.reasons),
+        message=kept.failure.message,
+        since=parse_time(kept.failure.since) or 0.0,
+    )
+    return replace(fresh, groups=groups, failure=failure or None)
+
+
+def _health(history: health.History) -> HealthStatus:
+    failure = history.failure
+    return HealthStatus(
+        generation=history.generation,
+        restarted_at=history.restarted_at,
+        failure=failure
+        and HealthFailure(
+            group=failure.group,
+            reasons=list(failure.reasons),
+            message=failure.message,
+            since=format_time(failure.since),
+        ),
+    )
+
+
+def _problem(
+    spec: DarwinEndpointSpec,
+    wanted: Sequence[GroupView],
+    blocked: str,
+    groups: Sequence[GroupStatus] = (),
+    failure: health.Failure | None = None,
+):
     """(reason, message) of what needs a person's attention, or None."""
+    if failure is not None:
+        return Reason.MAX_GROUP_RESTARTS_EXCEEDED, failure.message
     if blocked:
         return Reason.SECRET_NOT_FOUND, blocked
     waiting = [v for v in wanted if v.phase == GroupPhase.WAITING_FOR_CAPACITY and v.reason]
@@ -134,7 +250,22 @@ def _problem(spec: DarwinEndpointSpec, wanted: Sequence[GroupView], blocked: str
     broken = [v for v in wanted if v.phase == GroupPhase.BROKEN]
     if broken:
         return Reason.GROUP_BROKEN, f"group {broken[0].index}: {broken[0].message}"
+    recovering = [g for g in groups if g.index < spec.replicas and _recovering(g)]
+    if recovering:
+        g = recovering[0]
+        return Reason.GROUP_BROKEN, (
+            f"group {g.index} recreated, not Ready since: {g.last_failure}; now {g.phase}"
+            + (f": {g.message}" if g.message else "")
+        )
     return None
+
+
+def _recovering(group: GroupStatus) -> bool:
+    """Recreated after a failure and not Ready since."""
+    if group.phase == GroupPhase.READY.value or not group.recreations:
+        return False
+    failed_at = parse_time(group.recreations[-1].at) or 0.0
+    return failed_at > (parse_time(group.last_ready_time) or 0.0)
 
 
 def compute(
@@ -148,7 +279,10 @@ def compute(
     old: DarwinEndpointStatus | None,
     now: float,
     blocked_reason: str = "",
+    history: health.History | None = None,
 ) -> DarwinEndpointStatus:
+    past = history or health.History(generation=generation)
+    groups = _groups(views, old, now, past)
     wanted = [v for v in views if v.index < spec.replicas]
     surplus = [v for v in views if v.index >= spec.replicas]
     present = [v for v in views if v.pods > 0]
@@ -177,9 +311,12 @@ def compute(
             (r for phase, r in _PROGRESS_ORDER if phase in phases),
             "ScalingDown" if surplus else "Reconciling",
         )
-    problem = _problem(spec, wanted, blocked_reason)
+    problem = _problem(spec, wanted, blocked_reason, groups, past.failure)
 
-    if converged and problem is None:
+    if past.failure is not None:
+        phase = "Failed"  # terminal until the spec or restartedAt changes
+        converged, progress_reason = True, Reason.MAX_GROUP_RESTARTS_EXCEEDED.value
+    elif converged and problem is None:
         phase = "Ready"
     elif problem is not None:
         phase = "Degraded"
@@ -231,7 +368,8 @@ def compute(
         selector=selector(name),
         endpoint=endpoint_url(name, namespace, spec),
         conditions=conditions,
-        groups=_groups(views, old, now),
+        groups=groups,
+        health=_health(past) if history is not None else None,
     )
 
 
@@ -268,6 +406,15 @@ def transitions(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> 
     before = {g.index: g for g in (old.groups if old else [])}
     for g in new.groups:
         prev = before.get(g.index)
+        for _ in new_recreations(prev, g):
+            notes.append(
+                EventNote(
+                    WARNING,
+                    Reason.GROUP_RECREATING,
+                    f"group {g.index} is broken and is recreated whole: {g.last_failure} "
+                    f"({g.restarts} recreation(s) since the spec last changed)",
+                )
+            )
         if prev is not None and prev.phase == g.phase:
             continue
         if (
@@ -301,6 +448,12 @@ def transitions(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> 
             )
         )
     return notes
+
+
+def new_recreations(old: GroupStatus | None, new: GroupStatus) -> list[str]:
+    """Reasons of the recreations in `new` that `old` did not have yet."""
+    seen = {(r.at, r.reason) for r in (old.recreations if old else [])}
+    return [r.reason for r in new.recreations if (r.at, r.reason) not in seen]
 
 
 def _find(status: DarwinEndpointStatus | None, kind: str) -> Condition | None:

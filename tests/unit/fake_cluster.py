@@ -56,6 +56,9 @@ class FakeCluster:
     async def secret_exists(self, namespace: str, name: str) -> bool:
         return True
 
+    async def list_nodes(self):
+        return copy.deepcopy(self.nodes)
+
     async def capacity_inputs(self):
         return copy.deepcopy(self.nodes), [copy.deepcopy(p) for p in self.pods.values()]
 
@@ -90,7 +93,12 @@ class FakeCluster:
     async def set_serving(self, namespace: str, pod: str, serving: bool, now: float) -> None:
         pass
 
-    async def delete_pods(self, namespace: str, names) -> int:
+    async def annotate_pods(self, namespace: str, names, annotations) -> int:
+        for name in names:
+            self.pods[name]["metadata"].setdefault("annotations", {}).update(annotations)
+        return len(list(names))
+
+    async def delete_pods(self, namespace: str, names, reason: str = "") -> int:
         return sum(1 for name in names if self.pods.pop(name, None) is not None)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from darwin_operator import planner, render
+from darwin_operator import health, planner, render
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.observed import Observed, ObservedPod, groups_from_pods, pod_from_api
 
@@ -80,5 +80,13 @@ def observe(
     )
 
 
-def make_plan(spec: DarwinEndpointSpec, observed: Observed, now: float = T0, **config: Any):
-    return planner.plan(REF, spec, revision(spec), observed, now, planner.PlannerConfig(**config))
+def make_plan(
+    spec: DarwinEndpointSpec,
+    observed: Observed,
+    now: float = T0,
+    history: health.History | None = None,
+    **config: Any,
+):
+    return planner.plan(
+        REF, spec, revision(spec), observed, now, planner.PlannerConfig(**config), history
+    )

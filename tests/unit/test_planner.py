@@ -13,6 +13,7 @@ from darwin_operator.planner import (
     DeleteReason,
     DrainGroup,
     GroupPhase,
+    MarkBroken,
     RestoreServing,
     UngateGroup,
 )
@@ -91,11 +92,19 @@ def test_group_interrupted_while_being_created_is_completed_not_recreated():
     assert plan.groups[0].message == "2 of 3 pods created"
 
 
-def test_released_group_that_lost_a_member_is_deleted_whole():
+def test_released_group_that_lost_a_member_is_marked_broken_then_deleted_whole():
     spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
-    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready", ranks=[0, 1])))
+    pods = group_pods(spec, 0, state="ready", ranks=[0, 1])
+    plan = make_plan(spec, observe(spec, pods))
+    (mark,) = plan.actions
+    assert isinstance(mark, MarkBroken) and mark.pods == ("darwin-398b-0-0", "darwin-398b-0-1")
+    assert mark.mark.startswith("MemberDeleted ")
+    assert "rank 2 deleted by another client" in mark.mark
+    # once the status holds the recreation, the whole group goes
+    marked = [replace(p, marked_broken=mark.mark) for p in pods]
+    plan = make_plan(spec, observe(spec, marked), history=plan.health)
     assert plan.actions == (
-        DeleteGroup(0, DeleteReason.MEMBER_LOST, ("darwin-398b-0-0", "darwin-398b-0-1")),
+        DeleteGroup(0, DeleteReason.BROKEN, ("darwin-398b-0-0", "darwin-398b-0-1")),
     )
 
 
@@ -246,13 +255,18 @@ def test_group_wanted_again_while_draining_returns_to_the_service():
 
 
 def test_terminating_group_is_waited_for_and_an_unfinished_delete_is_finished():
-    spec = make_spec(placement={"podsPerGroup": 3}, replicas=2)
-    gone = group_pods(spec, 0, state="ready", deleting=True)
-    half = group_pods(spec, 1, state="ready")
+    # The operator stamps every pod of a group before deleting any (cluster.delete_pods): a
+    # delete it was killed in the middle of shows on the pods it did not reach.
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=3)
+    ours = {"marked_deleted": "Incomplete"}
+    gone = group_pods(spec, 0, state="ready", deleting=True, **ours)
+    half = group_pods(spec, 1, state="ready", **ours)
     half[0] = replace(half[0], deleting=True)
-    plan = make_plan(spec, observe(spec, gone, half))
+    stamped = group_pods(spec, 2, state="ready", **ours)
+    plan = make_plan(spec, observe(spec, gone, half, stamped))
     assert plan.actions == (
         DeleteGroup(1, DeleteReason.UNFINISHED_DELETE, ("darwin-398b-1-1", "darwin-398b-1-2")),
+        DeleteGroup(2, DeleteReason.UNFINISHED_DELETE, tuple(p.name for p in stamped)),
     )
     assert set(phases(plan).values()) == {GroupPhase.TERMINATING}
     assert plan.groups[0].pods == 0  # pods being deleted do not count

@@ -10,12 +10,13 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from darwin_operator import capacity, render
+from darwin_operator import capacity, health, render
 from darwin_operator.observed import NodeInfo, ObservedPod, groups_from_pods, pod_from_api
 from darwin_operator.planner import (
     CreateGroup,
     DeleteGroup,
     DrainGroup,
+    MarkBroken,
     RestoreServing,
     UngateGroup,
 )
@@ -38,9 +39,12 @@ class World:
     def __init__(self) -> None:
         self.pods: dict[str, ObservedPod] = {}
         self.now = T0
+        self.history = health.History()  # what the endpoint's status holds
 
     def writes_for(self, spec, plan) -> list:
-        writes = []
+        """Writes in any order the operator may make them, except that it stamps every pod of
+        a group it deletes before deleting any (cluster.delete_pods): deletions come last."""
+        writes, deletes = [], []
         for action in plan.actions:
             match action:
                 case CreateGroup(index=i, gated=gated):
@@ -54,9 +58,14 @@ class World:
                     )
                 case RestoreServing(leader=n):
                     writes.append(lambda n=n: self.patch(n, serving="true", drain_started_at=None))
-                case DeleteGroup(pods=names):
-                    writes += [lambda n=n: self.patch(n, deleting=True) for n in names]
-        return writes
+                case MarkBroken(mark=mark, pods=names):
+                    writes += [lambda n=n, m=mark: self.patch(n, marked_broken=m) for n in names]
+                case DeleteGroup(reason=reason, pods=names):
+                    writes += [
+                        lambda n=n, r=reason: self.patch(n, marked_deleted=r.value) for n in names
+                    ]
+                    deletes += [lambda n=n: self.patch(n, deleting=True) for n in names]
+        return writes, deletes
 
     def admission_writes(self, plan) -> list:
         """What the reconciler does under the admission lock, from fresh capacity."""
@@ -111,10 +120,12 @@ def reconcile(world: World, spec, rng: random.Random | None) -> bool:
     """One reconcile; with rng, the operator dies after a random number of its writes.
     Returns whether the plan had nothing left to do."""
     observed = observe(spec, list(world.pods.values()))
-    plan = make_plan(spec, observed, now=world.now, scheduling_timeout=120)
-    writes = world.writes_for(spec, plan)
+    plan = make_plan(spec, observed, now=world.now, history=world.history, scheduling_timeout=120)
+    writes, deletes = world.writes_for(spec, plan)
     if rng is not None:
         rng.shuffle(writes)  # the operator writes concurrently: any subset may have landed
+        rng.shuffle(deletes)
+        writes += deletes
         cut = rng.randint(0, len(writes))
         for write in writes[:cut]:
             write()
@@ -123,11 +134,12 @@ def reconcile(world: World, spec, rng: random.Random | None) -> bool:
             for write in admissions[: rng.randint(0, len(admissions))]:
                 write()
         return False
-    for write in writes:
+    for write in writes + deletes:
         write()
     admissions = world.admission_writes(plan)
     for write in admissions:
         write()
+    world.history = plan.health  # the status patch, after the actions
     return not plan.actions and not admissions and plan.requeue_after is None
 
 
