@@ -1,0 +1,200 @@
+"""Rolling updates by replica group (pure): which groups to replace now, which surge groups to run.
+
+The planner plans every group once to learn its phase, asks `decide()`, and plans again with the
+decision. Everything the decision rests on is in the cluster (each group's revision label, the
+drain mark on its leader, its pods' states), so a restarted operator picks a rollout up where it
+stands and never spends the same budget twice.
+
+Limits, as a Deployment's. With R = spec.replicas, U = maxUnavailable and S = maxSurge in groups
+(percentages of R, U rounded down and S up; if both come to 0, U is 1):
+
+- Available groups (Ready and behind the client Service, any index) never drop below R - U by the
+  operator's doing. Every planned takedown of an available group (a replaced old group, a surge
+  group no longer needed, a group above replicas after a scale-down) spends one unit of
+  `available - (R - U)`. Every group not available for any reason counts against the limit, old
+  and new alike: starting, missing, broken, draining (from the moment its leader leaves the
+  Service). The health logic recreates broken groups without asking: they are down already, and
+  they leave less for the rollout. A surge group that is not Ready yet is above R and does not
+  count against it, which is what lets maxUnavailable 0 with maxSurge 1 make progress.
+- Groups that exist (any pod, terminating ones too: they still hold GPUs) never exceed R + S by
+  a creation: surge groups are created only inside that room.
+
+Order: old groups (a revision other than the update revision, index >= partition) are replaced
+highest index first. An old group that is not available anyway (pending, waiting for capacity,
+scheduling, starting) is replaced at once: that costs no availability. Broken groups are the
+health logic's, terminating ones are already going; neither is touched.
+
+Indices. Pod names are {endpoint}-{group}-{rank}: a new group cannot take its index while the old
+pods exist. So a replaced group is drained, deleted, and created again at the same index once its
+pods are gone (in place). Surge groups take the lowest free indices >= R and are spare capacity,
+not replacements: while one is Ready, one more old group may go down in place. Once no old group
+>= partition is left, surge groups are above replicas like after a scale-down and leave, highest
+first, within the budget. Indices therefore settle to 0..R-1 by themselves: an index keeps one
+identity (DARWIN_GROUP_INDEX, partition, status.groups, `kubectl scale`), nothing is renumbered,
+and a scale-up during a rollout simply adopts a Ready surge group at its index. The price is one
+extra group start per surge group per rollout, next to R starts in place.
+
+GPUs. A surge group asks for admission only while no wanted group (index < R) is unplaced
+(missing, pending, waiting for capacity, terminating): GPUs an in-place replacement frees go to
+the wanted group. Without room for it a surge group waits gated, holding nothing, the status says
+so, and the rollout goes on in place as far as maxUnavailable allows.
+
+`paused` freezes the rollout where it stands: nothing new is drained or created for it, and a
+drain in flight is called off (the leader returns to the Service). Scaling still works; groups
+already deleted are created again (at the update revision: the old spec is not kept anywhere, so
+a group below `partition` that is lost comes back new too).
+
+A second spec change retargets the rollout: every group of another revision is old, those the
+rollout just created included; the ones still starting are replaced at once, Ready ones in turn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import count, islice
+from typing import Protocol
+
+from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.observed import Observed, ObservedGroup
+
+# Values of planner.GroupPhase this module reads (planner imports this module, not the reverse).
+READY = "Ready"
+# Down, holding no traffic, and not in anyone else's hands: replacing them costs nothing.
+REPLACEABLE_WHILE_DOWN = frozenset({"Pending", "WaitingForCapacity", "Scheduling", "Starting"})
+# A wanted group in one of these phases (or missing) still needs GPUs that are not its own yet.
+UNPLACED = frozenset({"Pending", "WaitingForCapacity", "Terminating", "BackingOff"})
+
+
+class GroupState(Protocol):
+    """What the planner's first pass tells about a group (planner.GroupView)."""
+
+    index: int
+    phase: str
+    serving: bool
+
+
+def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
+    """maxUnavailable / maxSurge as a number of groups, the way Deployments resolve them."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.endswith("%"):
+        scaled = float(text[:-1]) * total / 100
+        return math.ceil(scaled) if round_up else math.floor(scaled)
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_unavailable: int
+    max_surge: int
+
+
+def limits(spec: DarwinEndpointSpec) -> Limits:
+    total = spec.replicas
+    unavailable = resolve_int_or_percent(spec.rollout.max_unavailable, total, round_up=False)
+    surge = resolve_int_or_percent(spec.rollout.max_surge, total, round_up=True)
+    if unavailable == 0 and surge == 0:  # e.g. 10% of 4: a rollout must be able to move
+        unavailable = 1
+    return Limits(unavailable, surge)
+
+
+@dataclass(frozen=True)
+class Decision:
+    replace: frozenset[int] = frozenset()  # wanted groups to drain and delete (or keep draining)
+    surge: tuple[int, ...] = ()  # groups >= replicas to plan as wanted: kept or created
+    keep: frozenset[int] = frozenset()  # groups >= replicas left serving: the budget is spent
+    hold: frozenset[int] = frozenset()  # surge groups that may not ask for GPUs yet
+    pending: int = 0  # groups >= partition (and < replicas) on another revision
+    paused: bool = False
+
+
+def survey(spec: DarwinEndpointSpec, observed: Observed) -> Decision:
+    """The planner's first pass: every group above replicas planned as wanted, so that each one
+    shows its true phase; nothing replaced."""
+    return Decision(surge=tuple(g.index for g in observed.groups if g.index >= spec.replicas))
+
+
+def _leaving(g: ObservedGroup) -> bool:
+    leader = g.leader
+    return any(p.deleting for p in g.pods) or (leader is not None and leader.serving == "false")
+
+
+def _draining(g: ObservedGroup) -> bool:
+    """Its leader left the Service (a drain in flight) and nothing is deleted yet."""
+    leader = g.leader
+    return leader is not None and leader.serving == "false" and not any(p.deleting for p in g.pods)
+
+
+def decide(
+    spec: DarwinEndpointSpec,
+    revision: str,
+    observed: Observed,
+    states: Iterable[GroupState],
+) -> Decision:
+    replicas, partition, paused = spec.replicas, spec.rollout.partition, spec.rollout.paused
+    lim = limits(spec)
+    state = {s.index: s for s in states}
+    groups = {g.index: g for g in observed.groups}
+
+    def available(index: int) -> bool:
+        s = state.get(index)
+        return s is not None and s.phase == READY and s.serving
+
+    old = sorted(
+        i for i, g in groups.items() if partition <= i < replicas and g.revision != revision
+    )
+    target = min(lim.max_surge, len(old))
+    fresh = [
+        i
+        for i, g in sorted(groups.items())
+        if i >= replicas and g.revision == revision and not _leaving(g)
+    ]
+    surge = fresh[:target]
+    budget = sum(1 for i in groups if available(i)) - (replicas - lim.max_unavailable)
+
+    # Above replicas and not surge: leaves, highest index first, while the budget allows.
+    keep: set[int] = set()
+    above = [i for i in groups if i >= replicas and i not in surge and available(i)]
+    for index in sorted(above, reverse=True):
+        if budget > 0:
+            budget -= 1
+        else:
+            keep.add(index)
+
+    replace: set[int] = set()
+    if not paused:
+        for index in reversed(old):
+            s = state.get(index)
+            if _draining(groups[index]):
+                replace.add(index)  # chosen before: unavailable since, it spends nothing more
+            elif available(index):
+                if budget > 0:
+                    budget -= 1
+                    replace.add(index)
+            elif s is not None and s.phase in REPLACEABLE_WHILE_DOWN:
+                replace.add(index)
+        surge += _new_surge(groups, replicas, lim.max_surge, target - len(surge))
+
+    unplaced = any(
+        i not in groups or (s := state.get(i)) is None or s.phase in UNPLACED
+        for i in range(replicas)
+    )
+    return Decision(
+        replace=frozenset(replace),
+        surge=tuple(surge),
+        keep=frozenset(keep),
+        hold=frozenset(surge) if unplaced else frozenset(),
+        pending=len(old),
+        paused=paused,
+    )
+
+
+def _new_surge(groups: dict, replicas: int, max_surge: int, wanted: int) -> Sequence[int]:
+    """Lowest free indices >= replicas for new surge groups, within replicas + maxSurge groups."""
+    present = set(groups) | set(range(replicas))
+    room = replicas + max_surge - len(present)
+    free = (i for i in count(replicas) if i not in present)
+    return list(islice(free, max(0, min(wanted, room))))

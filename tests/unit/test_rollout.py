@@ -1,0 +1,168 @@
+"""The rollout's decisions, situation by situation: budget, order, surge, partition, pause."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from darwin_operator import rollout
+from darwin_operator.planner import GroupPhase
+from tests.unit.planner_fixtures import group_pods, make_spec, observe, revision
+
+OLD = "old-rev"
+
+
+@dataclass(frozen=True)
+class State:
+    index: int
+    phase: str
+    serving: bool = False
+
+
+def ready(*indices: int) -> list[State]:
+    return [State(i, GroupPhase.READY, True) for i in indices]
+
+
+def groups(spec, indices, rev=OLD, state="ready", **fields):
+    return [p for i in indices for p in group_pods(spec, i, state=state, rev=rev, **fields)]
+
+
+def draining(spec, index, rev=OLD):
+    pods = group_pods(spec, index, state="ready", rev=rev)
+    return [replace(pods[0], serving="false", drain_started_at=0.0), *pods[1:]]
+
+
+def decide(spec, pods, states):
+    return rollout.decide(spec, revision(spec), observe(spec, pods), states)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "unavailable", "surge", "expected"),
+    [
+        (10, "25%", "25%", (2, 3)),  # unavailable rounds down, surge rounds up
+        (4, 1, 0, (1, 0)),
+        (4, 0, 1, (0, 1)),
+        (4, "10%", "0%", (1, 0)),  # both 0 once resolved: a rollout must be able to move
+        (4, "100%", 0, (4, 0)),
+        (3, "50%", "50%", (1, 2)),
+    ],
+)
+def test_limits_resolve_like_a_deployment(replicas, unavailable, surge, expected):
+    spec = make_spec(replicas=replicas, rollout={"maxUnavailable": unavailable, "maxSurge": surge})
+    assert tuple(rollout.limits(spec).__dict__.values()) == expected
+
+
+def test_one_at_a_time_highest_index_first():
+    spec = make_spec(replicas=4)
+    d = decide(spec, groups(spec, range(4)), ready(0, 1, 2, 3))
+    assert d.replace == {3} and d.pending == 4 and d.surge == ()
+
+    new3 = groups(spec, [3], rev=revision(spec), state="bound")
+    d = decide(spec, [*groups(spec, range(3)), *new3], [*ready(0, 1, 2), State(3, "Starting")])
+    assert d.replace == set() and d.pending == 3  # group 3 is down: the budget is spent
+
+    d = decide(spec, groups(spec, range(3)), ready(0, 1, 2))  # 3 deleted, not created yet
+    assert d.replace == set()
+
+
+def test_a_drain_in_flight_goes_on_and_spends_nothing_more():
+    spec = make_spec(replicas=4)
+    pods = [*groups(spec, range(3)), *draining(spec, 3)]
+    d = decide(spec, pods, [*ready(0, 1, 2), State(3, GroupPhase.READY, serving=False)])
+    assert d.replace == {3}
+
+
+def test_broken_groups_count_as_unavailable_and_are_left_to_the_health_logic():
+    spec = make_spec(replicas=4)
+    states = [*ready(0, 2, 3), State(1, GroupPhase.BROKEN)]
+    assert decide(spec, groups(spec, range(4)), states).replace == set()
+    spec2 = make_spec(replicas=4, rollout={"maxUnavailable": 2})
+    assert decide(spec2, groups(spec2, range(4)), states).replace == {3}
+
+
+def test_old_groups_that_are_down_anyway_are_replaced_at_once():
+    spec = make_spec(replicas=4)
+    states = [
+        *ready(0, 3),
+        State(1, GroupPhase.STARTING),
+        State(2, GroupPhase.WAITING_FOR_CAPACITY),
+    ]
+    # 2 of 4 available with maxUnavailable 1: no Ready group may go, the others cost nothing
+    assert decide(spec, groups(spec, range(4)), states).replace == {1, 2}
+
+
+def test_partition_keeps_the_lower_groups():
+    spec = make_spec(replicas=4, rollout={"partition": 2, "maxUnavailable": 4})
+    d = decide(spec, groups(spec, range(4)), ready(0, 1, 2, 3))
+    assert d.replace == {2, 3} and d.pending == 2
+    done = [*groups(spec, range(2)), *groups(spec, [2, 3], rev=revision(spec))]
+    assert decide(spec, done, ready(0, 1, 2, 3)).pending == 0
+
+
+def test_paused_starts_nothing_and_calls_a_drain_in_flight_off():
+    spec = make_spec(replicas=4, rollout={"paused": True, "maxSurge": 1})
+    pods = [*groups(spec, range(3)), *draining(spec, 3)]
+    d = decide(spec, pods, [*ready(0, 1, 2), State(3, GroupPhase.READY, serving=False)])
+    assert d.replace == set() and d.surge == () and d.paused and d.pending == 4
+
+
+def test_surge_with_no_unavailability_allowed():
+    spec = make_spec(replicas=4, rollout={"maxUnavailable": 0, "maxSurge": 1})
+    new = revision(spec)
+    d = decide(spec, groups(spec, range(4)), ready(0, 1, 2, 3))
+    assert d.surge == (4,) and d.replace == set() and d.hold == set()
+
+    starting = groups(spec, [4], rev=new, state="bound")
+    d = decide(
+        spec, [*groups(spec, range(4)), *starting], [*ready(0, 1, 2, 3), State(4, "Starting")]
+    )
+    assert d.surge == (4,) and d.replace == set()
+
+    surge_ready = groups(spec, [4], rev=new)
+    d = decide(spec, [*groups(spec, range(4)), *surge_ready], ready(0, 1, 2, 3, 4))
+    assert d.surge == (4,) and d.replace == {3}
+
+    # the last old group went; the surge group stays until the new group 0 is Ready
+    last = [*groups(spec, range(1, 4), rev=new), *surge_ready]
+    d = decide(spec, last, [State(0, GroupPhase.PENDING), *ready(1, 2, 3, 4)])
+    assert d.pending == 0 and d.surge == () and d.keep == {4}
+    done = [*groups(spec, range(4), rev=new), *surge_ready]
+    d = decide(spec, done, ready(0, 1, 2, 3, 4))
+    assert d.keep == set() and d.surge == ()  # group 4 leaves (the planner drains it)
+
+
+def test_surge_groups_ask_for_gpus_only_when_every_wanted_group_is_placed():
+    spec = make_spec(replicas=4, rollout={"maxUnavailable": 1, "maxSurge": 1})
+    surge = groups(spec, [4], rev=revision(spec), state="gated")
+    waiting = State(4, GroupPhase.WAITING_FOR_CAPACITY)
+    d = decide(spec, [*groups(spec, range(4)), *surge], [*ready(0, 1, 2, 3), waiting])
+    assert d.surge == (4,) and d.hold == set() and d.replace == {3}
+    # group 3 deleted in place: its GPUs are for its successor
+    d = decide(spec, [*groups(spec, range(3)), *surge], [*ready(0, 1, 2), waiting])
+    assert d.hold == {4}
+
+
+def test_no_surge_beyond_replicas_plus_max_surge_groups():
+    spec = make_spec(replicas=4, rollout={"maxUnavailable": 1, "maxSurge": 1})
+    leaving = [replace(p, deleting=True) for p in groups(spec, [4])]  # an old group above R
+    d = decide(
+        spec, [*groups(spec, range(4)), *leaving], [*ready(0, 1, 2, 3), State(4, "Terminating")]
+    )
+    assert d.surge == ()
+
+
+def test_groups_above_replicas_leave_within_the_budget():
+    spec = make_spec(replicas=2, rollout={"maxUnavailable": 0, "maxSurge": 1})
+    new = revision(spec)
+    pods = groups(spec, range(4), rev=new)
+    d = decide(spec, pods, [State(0, "Starting"), *ready(1, 2, 3)])
+    assert d.keep == {2}  # 3 available, 2 needed: one may go, the highest
+    assert decide(spec, pods, ready(0, 1, 2, 3)).keep == set()
+
+
+def test_a_second_change_replaces_groups_of_the_first_that_are_still_starting():
+    spec = make_spec(replicas=4, engine={"image": "vllm/vllm-openai:v3"})
+    first = groups(spec, [3], rev="second-rev", state="bound")
+    d = decide(spec, [*groups(spec, range(3)), *first], [*ready(0, 1, 2), State(3, "Starting")])
+    assert d.replace == {3} and d.pending == 4
