@@ -8,6 +8,7 @@ step, so the operator can stop at any point and pick up from the cluster alone.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable
@@ -15,12 +16,15 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from darwin_operator import health, render, topology
+from darwin_operator import health, render, rollout, topology
 from darwin_operator.api import DarwinEndpointSpec, Gang
 from darwin_operator.capacity import GroupDemand
 from darwin_operator.observed import Observed, ObservedGroup, ObservedPod, format_time
 
 ANNOTATION_SPEC_HASH = "serving.darwin.ai/specHash"  # on Services and the PDB the operator owns
+# A drain is counted from the leader's label change; clients stop reaching it only once the
+# EndpointSlice controller (and the proxies after it) have caught up.
+DRAIN_SETTLE_SECONDS = 1.0
 
 
 class GroupPhase(StrEnum):
@@ -40,6 +44,7 @@ class DeleteReason(StrEnum):
     SCHEDULING_TIMEOUT = "SchedulingTimeout"  # released but could not be placed in time
     MEMBER_LOST = "MemberLost"  # a released group lost a pod; a group is recreated whole
     INCOMPLETE = "Incomplete"  # a group that cannot be completed in place (e.g. old revision)
+    ROLLOUT = "Rollout"  # an old revision, replaced in place (rollout.py)
     UNFINISHED_DELETE = "UnfinishedDelete"  # some pods were deleted, the rest must follow
     BROKEN = "Broken"  # found broken (health.py) and its recreation is on record in the status
 
@@ -143,6 +148,7 @@ class Plan:
     actions: tuple[Action, ...]
     admissions: tuple[Admission, ...]
     groups: tuple[GroupView, ...]
+    rollout: rollout.Decision = rollout.Decision()  # what the rolling update decided
     requeue_after: float | None = None  # seconds until a deadline the plan is waiting for
     blocked_reason: str = ""  # why no group is admitted at all (e.g. a missing Secret)
     health: health.History = health.History()  # recreation history, for the status to keep
@@ -185,6 +191,8 @@ def _waiting_message(pods: Iterable[ObservedPod]) -> str:
 
 
 class _Planner:
+    decision = rollout.Decision()  # set by run(): what the rolling update decided
+
     def __init__(
         self,
         ref: render.EndpointRef,
@@ -253,6 +261,10 @@ class _Planner:
             return
         if self.broken(g) or self.terminating(g):
             return
+        if index in self.decision.replace:
+            message = f"replacing revision {g.revision} with {self.revision}"
+            self.retire(g, DeleteReason.ROLLOUT, message)
+            return
         missing = set(range(n)) - g.ranks()
         released = [p for p in g.pods if not p.gated]
         if missing:
@@ -270,6 +282,11 @@ class _Planner:
         if self.gang and not released:
             if self.observed.secret_missing:
                 self.view(g, GroupPhase.PENDING, self.blocked_reason())
+            elif index in self.decision.hold:
+                message = (
+                    "waiting for admission: surge groups wait until every wanted one is placed"
+                )
+                self.view(g, GroupPhase.WAITING_FOR_CAPACITY, message)
             else:
                 self.admissions.append(Admission(index, self.demand(g), _names(g)))
                 self.view(g, GroupPhase.WAITING_FOR_CAPACITY, "waiting for admission")
@@ -331,28 +348,38 @@ class _Planner:
     def surplus(self, g: ObservedGroup) -> None:
         if self.terminating(g):
             return
+        if g.index in self.decision.keep:
+            limit = f"maxUnavailable {rollout.limits(self.spec).max_unavailable}"
+            self.view(
+                g, GroupPhase.READY, f"above replicas; serving until another is Ready ({limit})"
+            )
+            return
+        self.retire(g, DeleteReason.SCALE_DOWN, "scaling down")
+
+    def retire(self, g: ObservedGroup, reason: DeleteReason, message: str) -> None:
+        """Drain a serving group (its leader leaves the Service for drainSeconds), then delete
+        it; a group that serves nothing is deleted at once."""
         leader = g.leader
         drain = self.spec.rollout.drain_seconds
         if drain == 0 or leader is None or not leader.ready:
             # not serving traffic: nothing to drain
-            self.actions.append(DeleteGroup(g.index, DeleteReason.SCALE_DOWN, _names(g)))
-            self.view(g, GroupPhase.TERMINATING, "scaling down")
+            self.actions.append(DeleteGroup(g.index, reason, _names(g)))
+            self.view(g, GroupPhase.TERMINATING, message)
             return
         started = leader.drain_started_at
         if leader.serving != "false" or started is None:
             self.actions.append(DrainGroup(g.index, leader.name))
-            self.deadlines.append(self.now + drain)
-            self.view(
-                g, GroupPhase.DRAINING, f"draining; deleted at {format_time(self.now + drain)}"
-            )
-        elif self.now >= started + drain:
-            self.actions.append(DeleteGroup(g.index, DeleteReason.SCALE_DOWN, _names(g)))
-            self.view(g, GroupPhase.TERMINATING, "scaling down")
+            until = self.now + drain + DRAIN_SETTLE_SECONDS
+            self.deadlines.append(until)
+            self.view(g, GroupPhase.DRAINING, f"{message}; draining until {format_time(until)}")
+        elif self.now >= started + drain + DRAIN_SETTLE_SECONDS:
+            self.actions.append(DeleteGroup(g.index, reason, _names(g)))
+            self.view(g, GroupPhase.TERMINATING, message)
         else:
-            self.deadlines.append(started + drain)
+            until = started + drain + DRAIN_SETTLE_SECONDS
+            self.deadlines.append(until)
             # a stable message: status is patched only when it changes
-            until = format_time(started + drain)
-            self.view(g, GroupPhase.DRAINING, f"draining; deleted at {until}")
+            self.view(g, GroupPhase.DRAINING, f"{message}; draining until {format_time(until)}")
 
     def blocked_reason(self) -> str:
         if self.observed.secret_missing and self.spec.model.token_secret_ref is not None:
@@ -367,18 +394,39 @@ class _Planner:
             if have.get(key) != obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
                 self.actions.append(ApplyObject(key, obj))
 
-    def run(self) -> Plan:
-        self.objects()
+    def groups(self) -> None:
         for index in range(self.spec.replicas):
             self.wanted(index)
-        surplus = [g for g in self.observed.groups if g.index >= self.spec.replicas]
+        for index in self.decision.surge:
+            self.wanted(index)
+        surplus = [
+            g
+            for g in self.observed.groups
+            if g.index >= self.spec.replicas and g.index not in self.decision.surge
+        ]
         for g in sorted(surplus, key=lambda g: -g.index):
             self.surplus(g)
+
+    def decide_rollout(self) -> rollout.Decision:
+        """A first pass over the groups, only to learn what state each one is in (the health
+        logic's verdicts included); the rolling update decides from those states, and the real
+        pass acts on its decision. Planning is pure, so the first pass leaves no trace."""
+        survey = copy.copy(self)
+        survey.__dict__.update({k: [] for k, v in vars(self).items() if isinstance(v, list)})
+        survey.decision = rollout.survey(self.spec, self.observed)
+        survey.groups()
+        return rollout.decide(self.spec, self.revision, self.observed, survey.views)
+
+    def run(self) -> Plan:
+        self.decision = self.decide_rollout()
+        self.objects()
+        self.groups()
         future = [d - self.now for d in self.deadlines if d > self.now]
         return Plan(
             actions=tuple(self.actions),
             admissions=tuple(self.admissions),
             groups=tuple(sorted(self.views, key=lambda v: v.index)),
+            rollout=self.decision,
             requeue_after=min(future) if future else None,
             blocked_reason=self.blocked_reason(),
             health=self.history,

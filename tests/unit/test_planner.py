@@ -7,6 +7,7 @@ from dataclasses import replace
 from darwin_operator import topology
 from darwin_operator.observed import Observed, Toleration
 from darwin_operator.planner import (
+    DRAIN_SETTLE_SECONDS,
     ApplyObject,
     CreateGroup,
     DeleteGroup,
@@ -217,20 +218,20 @@ def test_scale_down_drains_ready_leaders_of_the_highest_groups_first():
         DrainGroup(2, "darwin-398b-2-0"),
         DrainGroup(1, "darwin-398b-1-0"),
     )
-    assert plan.requeue_after == 30
+    assert plan.requeue_after == 30 + DRAIN_SETTLE_SECONDS
     assert phases(plan)[0] == GroupPhase.READY
     assert all(phases(plan)[i] == GroupPhase.DRAINING for i in (1, 2, 3))
 
 
-def test_drained_group_is_deleted_once_drain_seconds_have_passed():
+def test_drained_group_is_deleted_once_drain_seconds_and_the_settle_time_have_passed():
     spec = make_spec(replicas=1)
     draining = group_pods(spec, 1, state="ready")
     draining[0] = replace(draining[0], serving="false", drain_started_at=T0 - 10)
     done = group_pods(spec, 2, state="ready")
-    done[0] = replace(done[0], serving="false", drain_started_at=T0 - 30)
+    done[0] = replace(done[0], serving="false", drain_started_at=T0 - 30 - DRAIN_SETTLE_SECONDS)
     plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready"), draining, done))
     assert plan.actions == (DeleteGroup(2, DeleteReason.SCALE_DOWN, ("darwin-398b-2-0",)),)
-    assert plan.requeue_after == 20
+    assert plan.requeue_after == 20 + DRAIN_SETTLE_SECONDS
     assert phases(plan)[1] == GroupPhase.DRAINING
 
 

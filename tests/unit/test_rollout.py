@@ -7,8 +7,16 @@ from dataclasses import dataclass, replace
 import pytest
 
 from darwin_operator import rollout
-from darwin_operator.planner import GroupPhase
-from tests.unit.planner_fixtures import group_pods, make_spec, observe, revision
+from darwin_operator.planner import (
+    DRAIN_SETTLE_SECONDS,
+    CreateGroup,
+    DeleteGroup,
+    DeleteReason,
+    DrainGroup,
+    GroupPhase,
+    RestoreServing,
+)
+from tests.unit.planner_fixtures import T0, group_pods, make_plan, make_spec, observe, revision
 
 OLD = "old-rev"
 
@@ -166,3 +174,58 @@ def test_a_second_change_replaces_groups_of_the_first_that_are_still_starting():
     first = groups(spec, [3], rev="second-rev", state="bound")
     d = decide(spec, [*groups(spec, range(3)), *first], [*ready(0, 1, 2), State(3, "Starting")])
     assert d.replace == {3} and d.pending == 4
+
+
+# ---- the planner acting on the decision ----
+
+
+def test_planner_drains_the_replaced_group_then_deletes_it_and_recreates_it_new():
+    spec = make_spec(replicas=2)
+    plan = make_plan(spec, observe(spec, groups(spec, range(2))))
+    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
+    assert plan.requeue_after == 30 + DRAIN_SETTLE_SECONDS
+    assert plan.groups[1].phase == GroupPhase.DRAINING
+    assert plan.groups[1].message.startswith(f"replacing revision {OLD} with {revision(spec)}")
+
+    drained = [*groups(spec, [0]), *draining(spec, 1)]
+    drained[1] = replace(drained[1], drain_started_at=T0 - 30 - DRAIN_SETTLE_SECONDS)
+    plan = make_plan(spec, observe(spec, drained))
+    assert plan.actions == (DeleteGroup(1, DeleteReason.ROLLOUT, ("darwin-398b-1-0",)),)
+
+    plan = make_plan(spec, observe(spec, groups(spec, [0])))  # its pods are gone
+    assert plan.actions == (CreateGroup(1, gated=True),)
+    assert plan.groups[1].revision == revision(spec)
+
+
+def test_planner_creates_a_surge_group_and_holds_its_admission_while_a_wanted_one_waits():
+    spec = make_spec(replicas=2, rollout={"maxUnavailable": 0, "maxSurge": 1})
+    plan = make_plan(spec, observe(spec, groups(spec, range(2))))
+    assert plan.actions == (CreateGroup(2, gated=True),)
+    assert plan.rollout.surge == (2,)
+
+    surge = groups(spec, [2], rev=revision(spec), state="gated")
+    plan = make_plan(spec, observe(spec, *[groups(spec, range(2)), surge]))
+    assert [a.index for a in plan.admissions] == [2]
+
+    wanted_waits = groups(spec, [1], rev=revision(spec), state="gated")
+    plan = make_plan(spec, observe(spec, groups(spec, [0]), wanted_waits, surge))
+    assert [a.index for a in plan.admissions] == [1]  # the wanted group first
+    assert plan.groups[2].phase == GroupPhase.WAITING_FOR_CAPACITY
+
+
+def test_planner_keeps_a_group_above_replicas_serving_until_another_is_ready():
+    spec = make_spec(replicas=1, rollout={"maxUnavailable": 0, "maxSurge": 1})
+    new = revision(spec)
+    starting = groups(spec, [0], rev=new, state="bound")
+    plan = make_plan(spec, observe(spec, starting, groups(spec, [1], rev=new)))
+    assert plan.actions == ()
+    assert plan.groups[1].phase == GroupPhase.READY
+    assert "serving until another is Ready" in plan.groups[1].message
+    plan = make_plan(spec, observe(spec, groups(spec, range(2), rev=new)))
+    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
+
+
+def test_paused_planner_puts_a_draining_leader_back():
+    spec = make_spec(replicas=2, rollout={"paused": True})
+    plan = make_plan(spec, observe(spec, groups(spec, [0]), draining(spec, 1)))
+    assert plan.actions == (RestoreServing(1, "darwin-398b-1-0"),)
