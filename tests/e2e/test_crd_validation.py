@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -198,24 +199,32 @@ def test_defaults_spell_out_the_effective_spec(cluster, namespace):
     assert spec["service"] == {"type": "ClusterIP", "port": 8000}
 
 
+def sample_value(alias: str, annotation) -> object:
+    present = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(present) == 1:
+        return sample_value(alias, present[0])  # X | None
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return [sample_value(alias, item)]
+    kinds = {annotation, *typing.get_args(annotation)} - {type(None)}
+    if str in kinds:
+        return f"{alias}-value"
+    if bool in kinds:
+        return True
+    if int in kinds:
+        return 3
+    if float in kinds:
+        return 1.5
+    (nested,) = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+    return sample(nested)
+
+
 def sample(model: type[BaseModel]) -> dict:
     """Every field of a status model set to a value the operator could write (none left out)."""
     out = {}
     for name, field in model.model_fields.items():
         alias = field.alias or name
-        kinds = {field.annotation, *typing.get_args(field.annotation)} - {type(None)}
-        if str in kinds:
-            out[alias] = f"{alias}-value"
-        elif bool in kinds:
-            out[alias] = True
-        elif int in kinds:
-            out[alias] = 3
-        elif typing.get_origin(field.annotation) is list:
-            (item,) = typing.get_args(field.annotation)
-            out[alias] = [sample(item)]
-        else:
-            (nested,) = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-            out[alias] = sample(nested)
+        out[alias] = sample_value(alias, field.annotation)
     return out
 
 
