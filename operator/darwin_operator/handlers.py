@@ -55,6 +55,20 @@ async def pod_event(
         memo.controller.trigger_waiting()  # GPUs were freed
 
 
+def _not_ready(body: Any, **_: Any) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") != "True" for c in conditions)
+
+
+@kopf.on.event("", "v1", "nodes", when=_not_ready)
+async def node_not_ready(memo: kopf.Memo, **_: Any) -> None:
+    # A node that stops being Ready changes none of its pods (the kubelet reports it, not the
+    # node controller), yet it breaks the groups on it after a grace period (health.py): every
+    # endpoint looks now and asks to be woken when that period ends.
+    for namespace, name in memo.controller.endpoints:
+        memo.controller.trigger(namespace, name)
+
+
 @kopf.on.probe(id="endpoints")
 def endpoints_probe(memo: kopf.Memo, **_: Any) -> int:
     return len(memo.controller.endpoints)
