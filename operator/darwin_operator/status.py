@@ -71,7 +71,12 @@ def parse_old(status: Mapping[str, Any] | None) -> DarwinEndpointStatus | None:
 
 
 def to_wire(status: DarwinEndpointStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    wire = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if "health" in wire:
+        # Status is written as a merge patch, where only null removes a field: a Failed that a
+        # spec change or restartedAt ended must not survive in the stored status.
+        wire["health"].setdefault("failure", None)
+    return wire
 
 
 def changed(old: Mapping[str, Any] | None, new: DarwinEndpointStatus) -> bool:
