@@ -472,3 +472,12 @@ def test_killed_anywhere_in_a_recreation_it_counts_each_failure_once_and_leaves_
         assert all(p.ready and p.restarts == 0 for p in world.pods.values())
     for index, count in counts.items():
         assert world.history.of(index).restarts == count
+
+
+def test_a_failure_that_ended_is_written_as_null_so_that_the_merge_patch_removes_it():
+    history = health.History(generation=4)
+    s = compute([], None, history, T0, spec=make_spec(replicas=0))
+    wire = status.to_wire(s)
+    assert wire["health"] == {"generation": 4, "restartedAt": "", "failure": None}
+    stored = {**wire, "health": {"generation": 4, "restartedAt": ""}}  # what the server keeps
+    assert not status.changed(stored, s)
