@@ -177,12 +177,14 @@ def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | N
 
 
 def _failed(group: ObservedGroup) -> Finding | None:
+    """A member that ended: Failed, or Succeeded (vLLM exited 0), a rank gone all the same."""
     for pod in group.pods:
-        if pod.phase == "Failed":
+        if pod.terminal:
             why = pod.termination or pod.status_reason or "no reason given"
             if pod.status_reason.startswith("Evicted"):
                 return Finding(Fault.EVICTED, f"pod {pod.name} evicted: {pod.status_reason}")
-            return Finding(Fault.POD_FAILED, f"pod {pod.name} failed: {why}")
+            verb = "failed" if pod.phase == "Failed" else "exited"
+            return Finding(Fault.POD_FAILED, f"pod {pod.name} {verb}: {why}")
     return None
 
 

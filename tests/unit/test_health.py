@@ -73,6 +73,11 @@ BROKEN_CASES = {
         Fault.POD_FAILED,
         "pod darwin-398b-0-1 failed: vllm exited 1 (Error)",
     ),
+    "a member Succeeded (its container exited 0)": (
+        with_pod(ready3(), 0, phase="Succeeded", termination="vllm exited 0 (Completed)"),
+        Fault.POD_FAILED,
+        "pod darwin-398b-0-0 exited: vllm exited 0 (Completed)",
+    ),
     "a member evicted by the kubelet": (
         with_pod(ready3(), 2, phase="Failed", status_reason="Evicted: low on memory"),
         Fault.EVICTED,
