@@ -519,6 +519,15 @@ class PodMetadata(_Model):
             field_path=".labels",
             reason="FieldValueForbidden",
         ),
+        # The operator keeps group state in its own pod annotations (admission, drain, deletion,
+        # breakage); a user's value there would fake or hide that state.
+        Rule(
+            cel=f"self.annotations.all(k, !k.startsWith('{LABEL_PREFIX}'))",
+            message=f"annotations under {LABEL_PREFIX} belong to the operator",
+            check=lambda m: not any(key.startswith(LABEL_PREFIX) for key in m.annotations),
+            field_path=".annotations",
+            reason="FieldValueForbidden",
+        ),
     )
 
 

@@ -131,6 +131,11 @@ BAD = [
         endpoint(podMetadata={"labels": {"serving.darwin.ai/serving": "true"}}),
         "belong to the operator",
     ),
+    (
+        "operator-annotation-in-pod-metadata",
+        endpoint(podMetadata={"annotations": {"serving.darwin.ai/deleteReason": "x"}}),
+        "annotations under serving.darwin.ai/ belong to the operator",
+    ),
 ]
 
 

@@ -114,6 +114,11 @@ def test_manifests_are_valid(path):
             "belong to the operator",
         ),
         (
+            {"podMetadata": {"annotations": {"serving.darwin.ai/broken": "x"}}},
+            "spec.podMetadata.annotations",
+            "annotations under serving.darwin.ai/ belong to the operator",
+        ),
+        (
             {"engine": {"extraArgs": ["--port=9000"]}},
             "spec.engine.extraArgs",
             "flags the operator owns",
