@@ -357,29 +357,34 @@ class _Planner:
         self.retire(g, DeleteReason.SCALE_DOWN, "scaling down")
 
     def retire(self, g: ObservedGroup, reason: DeleteReason, message: str) -> None:
-        """Drain a serving group (its leader leaves the Service for drainSeconds), then delete
-        it; a group that serves nothing is deleted at once."""
+        """Take a group down for a planned reason: its leader leaves the client Service, the
+        group keeps running drainSeconds (plus the settle time) for requests in flight, then it
+        is deleted. Leaving the Service is always the first step, in a reconcile of its own,
+        even with drainSeconds 0 or a leader that is not Ready (then no wait follows): that
+        label is the one write that makes the group unavailable, the step the rollout's budget
+        allowed. A deletion cut short by a kill (pods stamped, not yet deleted) is finished
+        later without a look at the budget, so it must never hit a group that serves."""
         leader = g.leader
-        drain = self.spec.rollout.drain_seconds
-        if drain == 0 or leader is None or not leader.ready:
-            # not serving traffic: nothing to drain
+        if leader is None:  # cannot serve without a leader
             self.actions.append(DeleteGroup(g.index, reason, _names(g)))
             self.view(g, GroupPhase.TERMINATING, message)
             return
+        drain = self.spec.rollout.drain_seconds + DRAIN_SETTLE_SECONDS
         started = leader.drain_started_at
         if leader.serving != "false" or started is None:
             self.actions.append(DrainGroup(g.index, leader.name))
-            until = self.now + drain + DRAIN_SETTLE_SECONDS
-            self.deadlines.append(until)
-            self.view(g, GroupPhase.DRAINING, f"{message}; draining until {format_time(until)}")
-        elif self.now >= started + drain + DRAIN_SETTLE_SECONDS:
-            self.actions.append(DeleteGroup(g.index, reason, _names(g)))
-            self.view(g, GroupPhase.TERMINATING, message)
+            until = self.now + drain if leader.ready else self.now
         else:
-            until = started + drain + DRAIN_SETTLE_SECONDS
+            until = started + drain if leader.ready else started
+            if self.now >= until:
+                self.actions.append(DeleteGroup(g.index, reason, _names(g)))
+                self.view(g, GroupPhase.TERMINATING, message)
+                return
+        if until > self.now:
             self.deadlines.append(until)
             # a stable message: status is patched only when it changes
-            self.view(g, GroupPhase.DRAINING, f"{message}; draining until {format_time(until)}")
+            message = f"{message}; draining until {format_time(until)}"
+        self.view(g, GroupPhase.DRAINING, message)
 
     def blocked_reason(self) -> str:
         if self.observed.secret_missing and self.spec.model.token_secret_ref is not None:

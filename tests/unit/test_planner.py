@@ -235,16 +235,25 @@ def test_drained_group_is_deleted_once_drain_seconds_and_the_settle_time_have_pa
     assert phases(plan)[1] == GroupPhase.DRAINING
 
 
-def test_groups_that_serve_nothing_are_deleted_without_draining():
+def test_groups_that_serve_nothing_leave_the_service_then_go_without_waiting():
+    # Leaving the Service is always a step of its own: a deletion cut short by a kill is
+    # finished later without a second look, so it must never land on a serving group.
     spec = make_spec(replicas=0, rollout={"drainSeconds": 30})
-    plan = make_plan(spec, observe(spec, group_pods(spec, 0), group_pods(spec, 1, state="bound")))
+    gated, starting = group_pods(spec, 0), group_pods(spec, 1, state="bound")
+    plan = make_plan(spec, observe(spec, gated, starting))
+    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"), DrainGroup(0, "darwin-398b-0-0"))
+    assert plan.requeue_after is None  # the label change itself brings the next reconcile
+    out = [[replace(p, serving="false", drain_started_at=T0) for p in g] for g in (gated, starting)]
+    plan = make_plan(spec, observe(spec, *out))
     assert plan.actions == (
         DeleteGroup(1, DeleteReason.SCALE_DOWN, ("darwin-398b-1-0",)),
         DeleteGroup(0, DeleteReason.SCALE_DOWN, ("darwin-398b-0-0",)),
     )
     zero_drain = make_spec(replicas=0, rollout={"drainSeconds": 0})
-    plan = make_plan(zero_drain, observe(zero_drain, group_pods(zero_drain, 0, state="ready")))
-    assert kinds(plan) == ["DeleteGroup"]
+    serving = group_pods(zero_drain, 0, state="ready")
+    plan = make_plan(zero_drain, observe(zero_drain, serving))
+    assert kinds(plan) == ["DrainGroup"]
+    assert plan.requeue_after == DRAIN_SETTLE_SECONDS
 
 
 def test_group_wanted_again_while_draining_returns_to_the_service():
