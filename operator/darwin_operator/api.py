@@ -694,6 +694,9 @@ class DarwinEndpointStatus(_Model):
     available_replicas: int = 0
     current_revision: str = ""
     update_revision: str = ""
+    rollout_started_at: str | None = None
+    """When the rollout to updateRevision began; unset when none is under way. Kept here so the
+    rollout's duration survives an operator restart."""
     selector: str = ""
     endpoint: str = ""
     conditions: list[Condition] = Field(

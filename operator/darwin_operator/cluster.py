@@ -21,6 +21,7 @@ import kubernetes.config
 
 from darwin_operator import api, metrics, topology
 from darwin_operator.events import EventNote
+from darwin_operator.health import format_stamp
 from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import (
     ANNOTATION_ADMITTED_AT,
@@ -260,11 +261,13 @@ class Cluster:
         return sum(await asyncio.gather(*(ungate(n) for n in names)))
 
     async def set_serving(self, namespace: str, pod: str, serving: bool, now: float) -> None:
-        """Move a leader in or out of the client Service; the drain start is kept on the pod."""
+        """Move a leader in or out of the client Service; the drain start is kept on the pod,
+        to the millisecond (drainSeconds is a guarantee: no second may be lost to rounding)."""
+        started = None if serving else format_stamp(now)
         patch = {
             "metadata": {
                 "labels": {topology.LABEL_SERVING: "true" if serving else "false"},
-                "annotations": {ANNOTATION_DRAIN_STARTED_AT: None if serving else format_time(now)},
+                "annotations": {ANNOTATION_DRAIN_STARTED_AT: started},
             }
         }
         try:

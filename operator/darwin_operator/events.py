@@ -13,6 +13,9 @@ class Reason(StrEnum):
     GROUP_READY = "GroupReady"
     GROUP_DRAINING = "GroupDraining"
     GROUP_DELETED = "GroupDeleted"
+    ROLLOUT_STARTED = "RolloutStarted"
+    GROUP_REPLACED = "GroupReplaced"  # an old revision deleted, to be created new in place
+    ROLLOUT_COMPLETE = "RolloutComplete"
     GROUP_RECREATING = "GroupRecreating"  # broken: deleted whole, created anew after a backoff
     SCHEDULING_TIMEOUT = "SchedulingTimeout"
     ENDPOINT_READY = "EndpointReady"

@@ -26,6 +26,7 @@ from darwin_operator.observed import (
     Observed,
     groups_from_pods,
     node_from_api,
+    parse_time,
     pod_from_api,
 )
 from darwin_operator.planner import GroupPhase, GroupView
@@ -103,6 +104,9 @@ class Reconciler:
         revision = render.revision_of(spec, annotations.get(topology.ANNOTATION_RESTARTED_AT))
         ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
         observed = await self._observe(ref, spec)
+        # the status remembers a rollout under way (rollout.py: surge groups until it is done)
+        in_progress = bool(old and old.rollout_started_at)
+        observed = replace(observed, rollout_in_progress=in_progress)
         restarted_at = annotations.get(topology.ANNOTATION_RESTARTED_AT)
         plan = planner.plan(
             ref,
@@ -136,10 +140,11 @@ class Reconciler:
             now=now,
             blocked_reason=plan.blocked_reason,
             history=plan.health,
+            decision=plan.rollout,
         )
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
-        notes.extend(status.transitions(old, new))
+        notes.extend(status.transitions(old, new, now))
         await asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
         _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
         waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
@@ -204,13 +209,14 @@ class Reconciler:
                 case planner.UngateGroup(pods=pods):
                     await self.cluster.ungate_pods(ns, pods, now)
                 case planner.DrainGroup(index=index, leader=leader):
-                    await self.cluster.set_serving(ns, leader, False, now)
+                    # The drain is timed from this write, not from the start of the reconcile.
+                    await self.cluster.set_serving(ns, leader, False, self.clock())
                     notes.append(
                         EventNote(
                             NORMAL,
                             Reason.GROUP_DRAINING,
-                            f"group {index}: leader left the Service; deleted in "
-                            f"{spec.rollout.drain_seconds}s",
+                            f"group {index}: leader left the Service; deleted after "
+                            f"drainSeconds ({spec.rollout.drain_seconds}s) if it was serving",
                         )
                     )
                 case planner.RestoreServing(leader=leader):
@@ -325,6 +331,8 @@ def _note_delete(
     detail = f": {view.message}" if view and view.message else ""
     if reason == planner.DeleteReason.SCHEDULING_TIMEOUT:
         notes.append(EventNote(WARNING, Reason.SCHEDULING_TIMEOUT, f"group {index}{detail}"))
+    elif reason == planner.DeleteReason.ROLLOUT:
+        notes.append(EventNote(NORMAL, Reason.GROUP_REPLACED, f"group {index}{detail}"))
     else:
         notes.append(
             EventNote(NORMAL, Reason.GROUP_DELETED, f"group {index} deleted ({reason.value})")
@@ -378,9 +386,11 @@ def _record_metrics(
         ready += held if g.index in ready_groups else 0
     metrics.GPUS.labels(namespace, name, "requested").set(requested)
     metrics.GPUS.labels(namespace, name, "ready").set(ready)
-    metrics.ROLLOUT_IN_PROGRESS.labels(namespace, name).set(
-        1 if any(v.revision != revision and v.pods for v in views) else 0
-    )
+    # The rollout's start is kept in the status, so its duration survives operator restarts.
+    metrics.ROLLOUT_IN_PROGRESS.labels(namespace, name).set(1 if new.rollout_started_at else 0)
+    began = parse_time(old.rollout_started_at) if old and old.rollout_started_at else None
+    if began is not None and not new.rollout_started_at and old.update_revision == revision:
+        metrics.ROLLOUT_DURATION.observe(max(0.0, now - began))
     metrics.ROLLOUT_PAUSED.labels(namespace, name).set(1 if spec.rollout.paused else 0)
     was = {g.index: g.phase for g in (old.groups if old else [])}
     for v in views:
@@ -400,6 +410,7 @@ def _record_metrics(
 # (BROKEN: counted by the fault that broke the group, see above.)
 _NOT_RECREATIONS = (
     planner.DeleteReason.SCALE_DOWN,
+    planner.DeleteReason.ROLLOUT,  # planned: replaced by a new revision
     planner.DeleteReason.UNFINISHED_DELETE,
     planner.DeleteReason.BROKEN,
 )

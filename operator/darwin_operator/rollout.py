@@ -1,43 +1,54 @@
 """Rolling updates by replica group (pure): which groups to replace now, which surge groups to run.
 
-The planner plans every group once to learn its phase, asks `decide()`, and plans again with the
-decision. Everything the decision rests on is in the cluster (each group's revision label, the
-drain mark on its leader, its pods' states), so a restarted operator picks a rollout up where it
-stands and never spends the same budget twice.
+The planner plans every group once to learn its phase (the health logic's verdicts included),
+asks `decide()`, and plans again with the decision. Everything the decision rests on is in the
+cluster: each group's revision label, the drain mark on its leader, its pods' states, and the
+endpoint's status.rolloutStartedAt. So a restarted operator picks a rollout up where it stands
+and never spends the same budget twice.
 
 Limits, as a Deployment's. With R = spec.replicas, U = maxUnavailable and S = maxSurge in groups
 (percentages of R, U rounded down and S up; if both come to 0, U is 1):
 
 - Available groups (Ready and behind the client Service, any index) never drop below R - U by the
-  operator's doing. Every planned takedown of an available group (a replaced old group, a surge
-  group no longer needed, a group above replicas after a scale-down) spends one unit of
-  `available - (R - U)`. Every group not available for any reason counts against the limit, old
-  and new alike: starting, missing, broken, draining (from the moment its leader leaves the
-  Service). The health logic recreates broken groups without asking: they are down already, and
-  they leave less for the rollout. A surge group that is not Ready yet is above R and does not
-  count against it, which is what lets maxUnavailable 0 with maxSurge 1 make progress.
-- Groups that exist (any pod, terminating ones too: they still hold GPUs) never exceed R + S by
-  a creation: surge groups are created only inside that room.
+  operator's doing. Every planned takedown of an available group spends one unit of the budget
+  `available - (R - U)`: a replaced old group, a surge group no longer needed, and during a
+  rollout a group above replicas after a scale-down too. Every group that is not available counts
+  against the limit, old and new alike: starting, missing, broken, draining (from the moment its
+  leader leaves the Service, the planner's first step of every planned deletion). The health
+  logic recreates broken groups without asking: they are down already, and leave less for the
+  rollout. A surge group not Ready yet is above R and counts against nothing, which is what
+  lets maxUnavailable 0 with maxSurge 1 make progress.
+- Groups that exist (any pod, terminating ones too: they still hold GPUs) never exceed R + S
+  through the rollout: surge groups are created only inside that room. (A wanted index lost
+  while groups above a scale-down still drain is created again at once; it waits gated.)
+- Outside a rollout, groups above a scale-down leave at once, as the user asked: held back they
+  could keep the GPUs a wanted group waits for.
 
 Order: old groups (a revision other than the update revision, index >= partition) are replaced
 highest index first. An old group that is not available anyway (pending, waiting for capacity,
 scheduling, starting) is replaced at once: that costs no availability. Broken groups are the
-health logic's, terminating ones are already going; neither is touched.
+health logic's and terminating ones are already going: neither is touched.
 
 Indices. Pod names are {endpoint}-{group}-{rank}: a new group cannot take its index while the old
 pods exist. So a replaced group is drained, deleted, and created again at the same index once its
 pods are gone (in place). Surge groups take the lowest free indices >= R and are spare capacity,
 not replacements: while one is Ready, one more old group may go down in place. Once no old group
->= partition is left, surge groups are above replicas like after a scale-down and leave, highest
-first, within the budget. Indices therefore settle to 0..R-1 by themselves: an index keeps one
-identity (DARWIN_GROUP_INDEX, partition, status.groups, `kubectl scale`), nothing is renumbered,
-and a scale-up during a rollout simply adopts a Ready surge group at its index. The price is one
-extra group start per surge group per rollout, next to R starts in place.
+>= partition is left, surge groups leave, highest first, within the budget. Indices therefore
+settle to 0..R-1 by themselves: an index keeps one identity (DARWIN_GROUP_INDEX, partition,
+status.groups, `kubectl scale`), nothing is renumbered, and a scale-up during a rollout adopts a
+Ready surge group at its index. The price is one extra group start per surge group per rollout,
+next to the R starts in place, and one extra drain at the end.
+
+A rollout is under way from the first old group until no old group is left, no group is held
+back for the budget and every group >= partition is Ready; status.rolloutStartedAt marks it
+meanwhile (the start of the duration metric, and how a restarted operator knows the groups above
+replicas are surge groups still to retire within the budget).
 
 GPUs. A surge group asks for admission only while no wanted group (index < R) is unplaced
 (missing, pending, waiting for capacity, terminating): GPUs an in-place replacement frees go to
 the wanted group. Without room for it a surge group waits gated, holding nothing, the status says
-so, and the rollout goes on in place as far as maxUnavailable allows.
+so, and the rollout goes on in place as far as maxUnavailable allows (with maxUnavailable 0 it
+waits: that is what the user asked for).
 
 `paused` freezes the rollout where it stands: nothing new is drained or created for it, and a
 drain in flight is called off (the leader returns to the Service). Scaling still works; groups
@@ -109,6 +120,7 @@ class Decision:
     hold: frozenset[int] = frozenset()  # surge groups that may not ask for GPUs yet
     pending: int = 0  # groups >= partition (and < replicas) on another revision
     paused: bool = False
+    rolling: bool = False  # a rollout is under way: groups pending, or new ones not all Ready
 
 
 def survey(spec: DarwinEndpointSpec, observed: Observed) -> Decision:
@@ -146,19 +158,25 @@ def decide(
     old = sorted(
         i for i, g in groups.items() if partition <= i < replicas and g.revision != revision
     )
+    # Begun and not done: the status remembers a rollout once no old group is left, while the
+    # last new groups start and surge groups wait to leave.
+    under_way = bool(old) or observed.rollout_in_progress
     target = min(lim.max_surge, len(old))
     fresh = [
         i
         for i, g in sorted(groups.items())
-        if i >= replicas and g.revision == revision and not _leaving(g)
+        if under_way and i >= replicas and g.revision == revision and not _leaving(g)
     ]
     surge = fresh[:target]
     budget = sum(1 for i in groups if available(i)) - (replicas - lim.max_unavailable)
 
-    # Above replicas and not surge: leaves, highest index first, while the budget allows.
+    # During a rollout, groups above replicas that are not kept as surge (spare surge groups,
+    # surge groups of an earlier target, groups above a scale-down) leave highest index first
+    # as far as the budget allows. Without a rollout, groups above a scale-down leave at once,
+    # as the user asked: held back, they could keep GPUs a wanted group waits for.
     keep: set[int] = set()
-    above = [i for i in groups if i >= replicas and i not in surge and available(i)]
-    for index in sorted(above, reverse=True):
+    spare = [i for i in groups if under_way and i >= replicas and i not in surge and available(i)]
+    for index in sorted(spare, reverse=True):
         if budget > 0:
             budget -= 1
         else:
@@ -178,6 +196,12 @@ def decide(
                 replace.add(index)
         surge += _new_surge(groups, replicas, lim.max_surge, target - len(surge))
 
+    # Done once no old group is left, none is held back, and the new ones are Ready.
+    rolling = (
+        bool(old)
+        or bool(keep)
+        or (under_way and not all(available(i) for i in range(partition, replicas)))
+    )
     unplaced = any(
         i not in groups or (s := state.get(i)) is None or s.phase in UNPLACED
         for i in range(replicas)
@@ -189,6 +213,7 @@ def decide(
         hold=frozenset(surge) if unplaced else frozenset(),
         pending=len(old),
         paused=paused,
+        rolling=rolling,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -10,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from darwin_operator import capacity, health, topology
+from darwin_operator import capacity, health, rollout, topology
 from darwin_operator.api import (
     Condition,
     DarwinEndpointSpec,
@@ -41,15 +40,7 @@ _PROGRESS_ORDER = (
 )
 
 
-def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
-    """maxUnavailable / maxSurge as a number of groups, the way Deployments resolve them."""
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text.endswith("%"):
-        scaled = float(text[:-1]) * total / 100
-        return math.ceil(scaled) if round_up else math.floor(scaled)
-    return int(text)
+resolve_int_or_percent = rollout.resolve_int_or_percent  # maxUnavailable / maxSurge in groups
 
 
 def selector(name: str) -> str:
@@ -285,30 +276,37 @@ def compute(
     now: float,
     blocked_reason: str = "",
     history: health.History | None = None,
+    decision: rollout.Decision | None = None,
 ) -> DarwinEndpointStatus:
+    """`decision`: the plan's rollout decision (surge groups above replicas are not surplus)."""
     past = history or health.History(generation=generation)
     groups = _groups(views, old, now, past)
+    spare = set(decision.surge) | set(decision.keep) if decision else set()
     wanted = [v for v in views if v.index < spec.replicas]
-    surplus = [v for v in views if v.index >= spec.replicas]
+    surplus = [v for v in views if v.index >= spec.replicas and v.index not in spare]
     present = [v for v in views if v.pods > 0]
     ready = [v for v in present if v.phase == GroupPhase.READY]
-    available = [v for v in ready if v.serving and v.index < spec.replicas]
+    available = [v for v in ready if v.serving]  # a Ready surge group serves too
     updated = [v for v in present if v.revision == revision]
     old_revisions = Counter(v.revision for v in present if v.revision != revision)
     current = old_revisions.most_common(1)[0][0] if old_revisions else revision
 
-    max_unavailable = resolve_int_or_percent(
-        spec.rollout.max_unavailable, spec.replicas, round_up=False
-    )
+    max_unavailable = rollout.limits(spec).max_unavailable
     needed = max(1, spec.replicas - max_unavailable) if spec.replicas else 0
     is_available = len(available) >= needed
     summary = f"{len(available)} of {spec.replicas} groups available"
 
-    converged = (
+    if decision is not None:
+        rolling = decision.rolling
+    else:
+        partition = spec.rollout.partition
+        rolling = any(v.revision != revision for v in wanted if v.index >= partition)
+    settled = (
         not surplus
         and len(wanted) == spec.replicas
-        and all(v.phase == GroupPhase.READY and v.revision == revision for v in wanted)
+        and all(v.phase == GroupPhase.READY for v in wanted)
     )
+    converged = settled and not rolling
     progress_reason = "Converged"
     if not converged:
         phases = {v.phase for v in wanted}
@@ -330,6 +328,19 @@ def compute(
     else:
         phase = "Progressing"
 
+    progress = (
+        not converged,
+        progress_reason,
+        f"{len(ready)} of {spec.replicas} groups ready"
+        + (f", {len(surplus)} being removed" if surplus else ""),
+    )
+    behind = sum(1 for v in wanted if v.revision != revision)
+    if past.failure is None and (rolling or behind):
+        progress = _rollout_progress(spec, revision, views, decision, settled, rolling, progress)
+    started = None
+    if rolling:
+        same = old is not None and old.rollout_started_at and old.update_revision == revision
+        started = old.rollout_started_at if same else format_time(now)
     conditions = [
         _condition(
             old,
@@ -340,16 +351,7 @@ def compute(
             generation,
             now,
         ),
-        _condition(
-            old,
-            PROGRESSING,
-            not converged,
-            progress_reason,
-            f"{len(ready)} of {spec.replicas} groups ready"
-            + (f", {len(surplus)} being removed" if surplus else ""),
-            generation,
-            now,
-        ),
+        _condition(old, PROGRESSING, *progress, generation, now),
         _condition(
             old,
             DEGRADED,
@@ -370,12 +372,47 @@ def compute(
         available_replicas=len(available),
         current_revision=current,
         update_revision=revision,
+        rollout_started_at=started,
         selector=selector(name),
         endpoint=endpoint_url(name, namespace, spec),
         conditions=conditions,
         groups=groups,
         health=_health(past) if history is not None else None,
     )
+
+
+def _rollout_progress(
+    spec: DarwinEndpointSpec,
+    revision: str,
+    views: Sequence[GroupView],
+    decision: rollout.Decision | None,
+    settled: bool,
+    rolling: bool,
+    otherwise: tuple[bool, str, str],
+) -> tuple[bool, str, str]:
+    """The Progressing condition (status, reason, message) of a rollout, under way or done as
+    far as the partition allows."""
+    wanted = [v for v in views if v.index < spec.replicas]
+    text = f"{sum(1 for v in wanted if v.revision == revision)}/{spec.replicas} groups updated"
+    if not rolling:  # the groups below the partition stay
+        return otherwise[0], otherwise[1], f"{text} (partition {spec.rollout.partition})"
+    if spec.rollout.paused:
+        return not settled, "RolloutPaused", f"rollout paused: {text}"
+    surge = set(decision.surge) if decision else set()
+    waiting = [
+        v
+        for v in views
+        if v.index in surge and v.phase == GroupPhase.WAITING_FOR_CAPACITY and v.reason
+    ]
+    if waiting:
+        lim = rollout.limits(spec)
+        how = (
+            f"replacing in place, up to {lim.max_unavailable} at a time"
+            if lim.max_unavailable
+            else "maxUnavailable is 0: waiting for room"
+        )
+        text += f"; no room for a surge group ({waiting[0].message}); {how}"
+    return True, "RollingUpdate", text
 
 
 def failed(
@@ -404,10 +441,12 @@ def failed(
     )
 
 
-def transitions(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> list[EventNote]:
+def transitions(
+    old: DarwinEndpointStatus | None, new: DarwinEndpointStatus, now: float | None = None
+) -> list[EventNote]:
     """Events for what changed between two statuses; the old one comes from the cluster, so a
     restarted operator does not repeat them."""
-    notes: list[EventNote] = []
+    notes: list[EventNote] = _rollout_transitions(old, new, now)
     before = {g.index: g for g in (old.groups if old else [])}
     for g in new.groups:
         prev = before.get(g.index)
@@ -422,9 +461,8 @@ def transitions(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> 
             )
         if prev is not None and prev.phase == g.phase:
             continue
-        if (
-            g.phase == GroupPhase.WAITING_FOR_CAPACITY.value
-            and g.message != "waiting for admission"
+        if g.phase == GroupPhase.WAITING_FOR_CAPACITY.value and not g.message.startswith(
+            "waiting for admission"
         ):
             notes.append(
                 EventNote(WARNING, Reason.WAITING_FOR_CAPACITY, f"group {g.index}: {g.message}")
@@ -453,6 +491,20 @@ def transitions(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> 
             )
         )
     return notes
+
+
+def _rollout_transitions(
+    old: DarwinEndpointStatus | None, new: DarwinEndpointStatus, now: float | None
+) -> list[EventNote]:
+    began, before = new.rollout_started_at, old.rollout_started_at if old else None
+    if began and began != before:
+        return [EventNote(NORMAL, Reason.ROLLOUT_STARTED, f"rolling out {new.update_revision}")]
+    if before and not began and old.update_revision == new.update_revision:
+        start = parse_time(before)
+        took = f" in {now - start:.0f}s" if now is not None and start is not None else ""
+        message = f"revision {new.update_revision} rolled out{took}"
+        return [EventNote(NORMAL, Reason.ROLLOUT_COMPLETE, message)]
+    return []
 
 
 def new_recreations(old: GroupStatus | None, new: GroupStatus) -> list[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from darwin_operator import rollout
+from darwin_operator import rollout, status
 from darwin_operator.planner import (
     DRAIN_SETTLE_SECONDS,
     CreateGroup,
@@ -14,6 +14,7 @@ from darwin_operator.planner import (
     DeleteReason,
     DrainGroup,
     GroupPhase,
+    GroupView,
     RestoreServing,
 )
 from tests.unit.planner_fixtures import T0, group_pods, make_plan, make_spec, observe, revision
@@ -41,8 +42,8 @@ def draining(spec, index, rev=OLD):
     return [replace(pods[0], serving="false", drain_started_at=0.0), *pods[1:]]
 
 
-def decide(spec, pods, states):
-    return rollout.decide(spec, revision(spec), observe(spec, pods), states)
+def decide(spec, pods, states, **observed):
+    return rollout.decide(spec, revision(spec), observe(spec, pods, **observed), states)
 
 
 @pytest.mark.parametrize(
@@ -131,13 +132,16 @@ def test_surge_with_no_unavailability_allowed():
     d = decide(spec, [*groups(spec, range(4)), *surge_ready], ready(0, 1, 2, 3, 4))
     assert d.surge == (4,) and d.replace == {3}
 
-    # the last old group went; the surge group stays until the new group 0 is Ready
+    # the last old group went; the surge group stays until the new group 0 is Ready (the
+    # status tells the rollout is under way)
     last = [*groups(spec, range(1, 4), rev=new), *surge_ready]
-    d = decide(spec, last, [State(0, GroupPhase.PENDING), *ready(1, 2, 3, 4)])
-    assert d.pending == 0 and d.surge == () and d.keep == {4}
+    d = decide(
+        spec, last, [State(0, GroupPhase.PENDING), *ready(1, 2, 3, 4)], rollout_in_progress=True
+    )
+    assert d.pending == 0 and d.surge == () and d.keep == {4} and d.rolling
     done = [*groups(spec, range(4), rev=new), *surge_ready]
-    d = decide(spec, done, ready(0, 1, 2, 3, 4))
-    assert d.keep == set() and d.surge == ()  # group 4 leaves (the planner drains it)
+    d = decide(spec, done, ready(0, 1, 2, 3, 4), rollout_in_progress=True)
+    assert d.keep == set() and d.surge == () and not d.rolling  # group 4 leaves
 
 
 def test_surge_groups_ask_for_gpus_only_when_every_wanted_group_is_placed():
@@ -160,13 +164,16 @@ def test_no_surge_beyond_replicas_plus_max_surge_groups():
     assert d.surge == ()
 
 
-def test_groups_above_replicas_leave_within_the_budget():
+def test_spare_surge_groups_leave_within_the_budget_groups_above_a_scale_down_at_once():
     spec = make_spec(replicas=2, rollout={"maxUnavailable": 0, "maxSurge": 1})
     new = revision(spec)
     pods = groups(spec, range(4), rev=new)
-    d = decide(spec, pods, [State(0, "Starting"), *ready(1, 2, 3)])
+    states = [State(0, "Starting"), *ready(1, 2, 3)]
+    d = decide(spec, pods, states, rollout_in_progress=True)
     assert d.keep == {2}  # 3 available, 2 needed: one may go, the highest
-    assert decide(spec, pods, ready(0, 1, 2, 3)).keep == set()
+    assert decide(spec, pods, ready(0, 1, 2, 3), rollout_in_progress=True).keep == set()
+    # no rollout under way: a scale-down, groups 2 and 3 go whatever the budget says
+    assert decide(spec, pods, states).keep == set()
 
 
 def test_a_second_change_replaces_groups_of_the_first_that_are_still_starting():
@@ -217,15 +224,113 @@ def test_planner_keeps_a_group_above_replicas_serving_until_another_is_ready():
     spec = make_spec(replicas=1, rollout={"maxUnavailable": 0, "maxSurge": 1})
     new = revision(spec)
     starting = groups(spec, [0], rev=new, state="bound")
-    plan = make_plan(spec, observe(spec, starting, groups(spec, [1], rev=new)))
+    observed = observe(spec, starting, groups(spec, [1], rev=new), rollout_in_progress=True)
+    plan = make_plan(spec, observed)
     assert plan.actions == ()
     assert plan.groups[1].phase == GroupPhase.READY
     assert "serving until another is Ready" in plan.groups[1].message
-    plan = make_plan(spec, observe(spec, groups(spec, range(2), rev=new)))
-    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
+    observed = observe(spec, groups(spec, range(2), rev=new), rollout_in_progress=True)
+    assert make_plan(spec, observed).actions == (DrainGroup(1, "darwin-398b-1-0"),)
 
 
 def test_paused_planner_puts_a_draining_leader_back():
     spec = make_spec(replicas=2, rollout={"paused": True})
     plan = make_plan(spec, observe(spec, groups(spec, [0]), draining(spec, 1)))
     assert plan.actions == (RestoreServing(1, "darwin-398b-1-0"),)
+
+
+# ---- status, events ----
+
+
+def view(index, phase=GroupPhase.READY, rev=None, spec=None, **kw):
+    return GroupView(
+        index=index,
+        revision=rev or revision(spec),
+        phase=phase,
+        pods=1,
+        pods_ready=1 if phase == GroupPhase.READY else 0,
+        restarts=0,
+        serving=phase == GroupPhase.READY,
+        **kw,
+    )
+
+
+def compute(spec, views, decision, old=None, now=T0):
+    return status.compute(
+        name="darwin-398b",
+        namespace="llm",
+        generation=2,
+        spec=spec,
+        revision=revision(spec),
+        views=views,
+        old=old,
+        now=now,
+        decision=decision,
+    )
+
+
+def progressing(s):
+    c = next(c for c in s.conditions if c.type == "Progressing")
+    return c.status, c.reason, c.message
+
+
+def test_status_of_a_rollout_from_start_to_end_with_its_events():
+    spec = make_spec(replicas=4)
+    mid = [view(i, rev=OLD) for i in (0, 1)] + [view(2, spec=spec), view(3, spec=spec)]
+    decision = rollout.Decision(replace=frozenset({1}), pending=2, rolling=True)
+    first = compute(spec, mid, decision)
+    assert progressing(first) == ("True", "RollingUpdate", "2/4 groups updated")
+    assert first.rollout_started_at == "2025-06-15T15:06:40Z"
+    assert (first.current_revision, first.update_revision) == (OLD, revision(spec))
+    assert first.updated_replicas == 2 and first.phase == "Progressing"
+    notes = status.transitions(None, first, T0)
+    assert [n.reason for n in notes if n.reason.startswith("Rollout")] == ["RolloutStarted"]
+
+    later = compute(spec, mid, decision, old=first, now=T0 + 60)
+    assert later.rollout_started_at == first.rollout_started_at  # kept across reconciles
+    assert status.transitions(first, later, T0 + 60) == []
+
+    done = compute(spec, [view(i, spec=spec) for i in range(4)], rollout.Decision(), later, T0 + 90)
+    assert done.rollout_started_at is None and done.phase == "Ready"
+    assert progressing(done)[:2] == ("False", "Converged")
+    (note,) = [n for n in status.transitions(later, done, T0 + 90) if n.reason.startswith("Roll")]
+    assert note.message == f"revision {revision(spec)} rolled out in 90s"
+
+
+def test_a_new_revision_mid_rollout_starts_the_clock_again():
+    spec = make_spec(replicas=2)
+    decision = rollout.Decision(pending=2, rolling=True)
+    before = compute(spec, [view(0, rev=OLD), view(1, rev=OLD)], decision)
+    before = before.model_copy(update={"update_revision": "another"})
+    after = compute(spec, [view(0, rev=OLD), view(1, rev=OLD)], decision, before, T0 + 30)
+    assert after.rollout_started_at == "2025-06-15T15:07:10Z"
+
+
+def test_paused_surge_and_partition_in_the_progressing_condition():
+    spec = make_spec(replicas=3, rollout={"paused": True})
+    views = [view(0, rev=OLD), view(1, rev=OLD), view(2, rev=OLD)]
+    paused = compute(spec, views, rollout.Decision(pending=3, paused=True, rolling=True))
+    assert progressing(paused) == ("False", "RolloutPaused", "rollout paused: 0/3 groups updated")
+
+    spec = make_spec(replicas=2, rollout={"maxSurge": 1})
+    waiting = view(
+        2,
+        GroupPhase.WAITING_FOR_CAPACITY,
+        spec=spec,
+        message="needs 1 pod x 6 nvidia.com/gpu; free: 4 GPUs",
+        reason="InsufficientCapacity",
+    )
+    views = [view(0, rev=OLD), view(1, GroupPhase.STARTING, spec=spec), waiting]
+    s = compute(spec, views, rollout.Decision(surge=(2,), pending=1, rolling=True))
+    assert progressing(s)[2] == (
+        "1/2 groups updated; no room for a surge group (needs 1 pod x 6 nvidia.com/gpu; "
+        "free: 4 GPUs); replacing in place, up to 1 at a time"
+    )
+    assert s.phase == "Progressing"  # a surge group waiting is no problem of the endpoint
+    assert [g.index for g in s.groups] == [0, 1, 2]
+
+    spec = make_spec(replicas=4, rollout={"partition": 2})
+    views = [view(0, rev=OLD), view(1, rev=OLD), view(2, spec=spec), view(3, spec=spec)]
+    s = compute(spec, views, rollout.Decision())
+    assert s.phase == "Ready" and s.rollout_started_at is None
+    assert progressing(s) == ("False", "Converged", "2/4 groups updated (partition 2)")
