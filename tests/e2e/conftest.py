@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from localcluster import Binaries, Cluster, NodeShape
 
+from tests.e2e.operator_process import running_operator
 from tests.e2e.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +107,9 @@ def namespace(cluster: ClusterHandle, request) -> Iterator[str]:
         timeout=60,
         what=f"pods of namespace {name} to be deleted",
     )
+
+
+@pytest.fixture
+def operator(cluster, crd_installed, namespace, tmp_path):
+    """The operator as a process watching the test's namespace; SIGTERM must stop it cleanly."""
+    yield from running_operator(cluster, namespace, tmp_path)

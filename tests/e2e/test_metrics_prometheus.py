@@ -19,7 +19,6 @@ from tests.e2e.operator_process import (
     endpoint_status,
     is_ready,
     label,
-    running_operator,
 )
 from tests.e2e.prometheus import Prometheus
 from tests.e2e.waiting import wait_for
@@ -27,11 +26,6 @@ from tests.e2e.waiting import wait_for
 pytestmark = pytest.mark.e2e
 
 NAME = "observed"
-
-
-@pytest.fixture
-def operator(cluster, crd_installed, namespace, tmp_path):
-    yield from running_operator(cluster, namespace, tmp_path)
 
 
 @pytest.fixture

@@ -17,16 +17,10 @@ from tests.e2e.operator_process import (
     is_gated,
     is_ready,
     label,
-    running_operator,
 )
 from tests.e2e.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def operator(cluster, crd_installed, namespace, tmp_path):
-    yield from running_operator(cluster, namespace, tmp_path)
 
 
 def ready_status(cluster, namespace, name, replicas):

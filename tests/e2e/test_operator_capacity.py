@@ -18,17 +18,11 @@ from tests.e2e.operator_process import (
     is_gated,
     is_ready,
     label,
-    running_operator,
     wait_for_idle_gpus,
 )
 from tests.e2e.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def operator(cluster, crd_installed, namespace, tmp_path):
-    yield from running_operator(cluster, namespace, tmp_path)
 
 
 @pytest.fixture

@@ -18,17 +18,11 @@ from tests.e2e.operator_process import (
     events,
     is_gated,
     label,
-    running_operator,
     wait_for_idle_gpus,
 )
 from tests.e2e.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def operator(cluster, crd_installed, namespace, tmp_path):
-    yield from running_operator(cluster, namespace, tmp_path)
 
 
 def test_killed_while_creating_groups_it_converges_with_no_duplicate_or_orphan(
