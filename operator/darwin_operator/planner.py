@@ -369,7 +369,9 @@ class _Planner:
             self.actions.append(DeleteGroup(g.index, reason, _names(g)))
             self.view(g, GroupPhase.TERMINATING, message)
             return
-        drain = self.spec.rollout.drain_seconds + DRAIN_SETTLE_SECONDS
+        # drainSeconds 0: no request is waited for, so neither is the EndpointSlice
+        drain = self.spec.rollout.drain_seconds
+        drain += DRAIN_SETTLE_SECONDS if drain else 0
         started = leader.drain_started_at
         if leader.serving != "false" or started is None:
             self.actions.append(DrainGroup(g.index, leader.name))
