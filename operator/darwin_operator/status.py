@@ -67,6 +67,7 @@ def to_wire(status: DarwinEndpointStatus) -> dict[str, Any]:
         # Status is written as a merge patch, where only null removes a field: a Failed that a
         # spec change or restartedAt ended must not survive in the stored status.
         wire["health"].setdefault("failure", None)
+    wire.setdefault("rolloutStartedAt", None)  # likewise: a finished rollout's start must go
     return wire
 
 

@@ -292,6 +292,7 @@ def test_status_of_a_rollout_from_start_to_end_with_its_events():
 
     done = compute(spec, [view(i, spec=spec) for i in range(4)], rollout.Decision(), later, T0 + 90)
     assert done.rollout_started_at is None and done.phase == "Ready"
+    assert status.to_wire(done)["rolloutStartedAt"] is None  # the merge patch removes it
     assert progressing(done)[:2] == ("False", "Converged")
     (note,) = [n for n in status.transitions(later, done, T0 + 90) if n.reason.startswith("Roll")]
     assert note.message == f"revision {revision(spec)} rolled out in 90s"
