@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from darwin_operator import engine, topology
+from darwin_operator import engine, rollout, topology
 from darwin_operator.api import API_VERSION, KIND, DarwinEndpoint, DarwinEndpointSpec, Gang
 from darwin_operator.topology import (
     ANNOTATION_RESTARTED_AT,
@@ -297,13 +297,17 @@ def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
 
 
 def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec) -> dict:
-    """Node drains may take at most maxUnavailable leaders (a leader down is its group down)."""
+    """Node drains may take at most maxUnavailable leaders (a leader down is its group down).
+
+    The number of groups, resolved as the rollout resolves it: a PodDisruptionBudget would round
+    a percentage up where a rollout (like a Deployment) rounds it down, and count it against
+    the leaders present (surge groups too) rather than spec.replicas."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(ref, topology.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
         "spec": {
-            "maxUnavailable": spec.rollout.max_unavailable,
+            "maxUnavailable": rollout.limits(spec).max_unavailable,
             "selector": {"matchLabels": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER}},
             # A broken group's pods are evictable: they must not block a node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",

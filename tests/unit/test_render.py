@@ -212,7 +212,14 @@ def test_pdb_limits_leader_disruptions_to_max_unavailable():
     pdb = render_pdb(REF, spec(rollout={"maxUnavailable": "50%"}))
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["metadata"]["name"] == "darwin-398b-leaders"
-    assert pdb["spec"]["maxUnavailable"] == "50%"
+    assert pdb["spec"]["maxUnavailable"] == 1  # 50% of 2 groups, as the rollout counts it
+    # a PDB would round 30% of 4 up to 2; the rollout allows 1
+    assert (
+        render_pdb(REF, spec(replicas=4, rollout={"maxUnavailable": "30%"}))["spec"][
+            "maxUnavailable"
+        ]
+        == 1
+    )
     assert pdb["spec"]["selector"]["matchLabels"] == {
         "serving.darwin.ai/endpoint": "darwin-398b",
         "serving.darwin.ai/role": "leader",
