@@ -44,11 +44,11 @@ back for the budget and every group >= partition is Ready; status.rolloutStarted
 meanwhile (the start of the duration metric, and how a restarted operator knows the groups above
 replicas are surge groups still to retire within the budget).
 
-GPUs. A surge group asks for admission only while no wanted group (index < R) is unplaced
-(missing, pending, waiting for capacity, terminating): GPUs an in-place replacement frees go to
-the wanted group. Without room for it a surge group waits gated, holding nothing, the status says
-so, and the rollout goes on in place as far as maxUnavailable allows (with maxUnavailable 0 it
-waits: that is what the user asked for).
+GPUs. A surge group asks for admission (gang: Gate) only while no wanted group (index < R) is
+unplaced (missing, pending, waiting for capacity, terminating, backing off): GPUs an in-place
+replacement frees go to the wanted group. Without room for it a surge group waits gated, holding
+nothing, the status says so, and the rollout goes on in place as far as maxUnavailable allows
+(with maxUnavailable 0 it waits: that is what the user asked for).
 
 `paused` freezes the rollout where it stands: nothing new is drained or created for it, and a
 drain in flight is called off (the leader returns to the Service). Scaling still works; groups

@@ -46,6 +46,11 @@ def decide(spec, pods, states, **observed):
     return rollout.decide(spec, revision(spec), observe(spec, pods, **observed), states)
 
 
+def test_the_phases_the_rollout_reads_are_the_planners():
+    names = {p.value for p in GroupPhase}
+    assert {rollout.READY} | rollout.REPLACEABLE_WHILE_DOWN | rollout.UNPLACED <= names
+
+
 @pytest.mark.parametrize(
     ("replicas", "unavailable", "surge", "expected"),
     [
