@@ -346,9 +346,31 @@ def rolled_out(cluster, namespace: str, name: str, replicas: int, previous: str 
 
 
 def ready(cluster, namespace, name, replicas):
-    return wait_for(
+    """Every group Ready and every leader serving (the record of a rollout starts from there)."""
+    status = wait_for(
         rolled_out(cluster, namespace, name, replicas), timeout=120, what=f"{name} Ready"
     )
+    serving_in_slices(cluster, namespace, name, replicas)
+    return status
+
+
+def serving_in_slices(cluster, namespace, name, count):
+    """Wait until the client Service's EndpointSlices list `count` ready leaders: the operator's
+    status reads pod readiness directly, the EndpointSlice controller catches up a moment later,
+    and a drain check needs every leader to have been serving before the rollout starts."""
+
+    def ready_endpoints():
+        slices = cluster.json(
+            "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={name}"
+        )["items"]
+        return sum(
+            1
+            for s in slices
+            for e in s.get("endpoints") or []
+            if (e.get("conditions") or {}).get("ready")
+        )
+
+    wait_for(lambda: ready_endpoints() == count, timeout=30, what=f"{count} leaders in the slices")
 
 
 def revisions_by_group(cluster, namespace, name) -> dict[int, str]:
