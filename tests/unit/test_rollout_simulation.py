@@ -13,27 +13,12 @@ from dataclasses import replace
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from darwin_operator import capacity, health, render
-from darwin_operator.observed import NodeInfo, ObservedPod, groups_from_pods, pod_from_api
-from darwin_operator.planner import (
-    CreateGroup,
-    DeleteGroup,
-    DrainGroup,
-    MarkBroken,
-    RestoreServing,
-    UngateGroup,
-)
+from darwin_operator import health
+from darwin_operator.observed import ObservedPod, groups_from_pods
 from tests.unit.planner_fixtures import REF, T0, make_plan, make_spec, observe, revision
+from tests.unit.simulated_cluster import GPU, OperatorWrites, b200_nodes
 
-GPU = "nvidia.com/gpu"
-NODES = [
-    NodeInfo(
-        name=f"node-{i}",
-        labels=(("nvidia.com/gpu.product", "NVIDIA-B200"),),
-        allocatable=((GPU, 8),),
-    )
-    for i in range(6)
-]
+NODES = b200_nodes(6)
 MAX_REPLICAS = 5  # a group needs 6 GPUs: 6 nodes always leave room for one surge group
 
 
@@ -53,11 +38,12 @@ def limits(spec) -> tuple[int, int]:
     return (1 if unavailable == surge == 0 else unavailable), surge
 
 
-class World:
+class World(OperatorWrites):
     """Pods by name, a clock, a scheduler that binds what fits, pods that get Ready after a
     random delay, and a record of what the limits were checked against."""
 
     def __init__(self, rng: random.Random, pods_per_group: int) -> None:
+        self.nodes = NODES
         self.pods: dict[str, ObservedPod] = {}
         self.ready_at: dict[str, float] = {}
         self.now = T0
@@ -103,57 +89,6 @@ class World:
                 f"{self.group_count()} groups, replicas {spec.replicas} + maxSurge {surge}"
             )
         self.checked += 1
-
-    # -- the operator's writes --
-
-    def writes_for(self, spec, plan) -> tuple[list, list]:
-        writes, deletes = [], []
-        for action in plan.actions:
-            match action:
-                case CreateGroup(index=i, gated=gated):
-                    for obj in render.render_group(REF, spec, revision(spec), i, gated=gated):
-                        writes.append(lambda obj=obj: self.create(obj))
-                case UngateGroup(pods=names):
-                    writes += [lambda n=n: self.ungate(n) for n in names]
-                case DrainGroup(leader=n):
-                    writes.append(
-                        lambda n=n: self.patch(n, serving="false", drain_started_at=self.now)
-                    )
-                case RestoreServing(leader=n):
-                    writes.append(lambda n=n: self.patch(n, serving="true", drain_started_at=None))
-                case MarkBroken(mark=mark, pods=names):
-                    writes += [lambda n=n, m=mark: self.patch(n, marked_broken=m) for n in names]
-                case DeleteGroup(reason=reason, pods=names):
-                    writes += [
-                        lambda n=n, r=reason: self.patch(n, marked_deleted=r.value) for n in names
-                    ]
-                    deletes += [lambda n=n: self.patch(n, deleting=True) for n in names]
-        return writes, deletes
-
-    def admission_writes(self, plan) -> list:
-        if not plan.admissions:
-            return []
-        free = capacity.free_gpus(NODES, self.pods.values(), GPU)
-        fits = capacity.admit_in_order([a.demand for a in plan.admissions], NODES, free)
-        return [
-            lambda n=n: self.ungate(n)
-            for a, fit in zip(plan.admissions, fits, strict=True)
-            if fit.fits
-            for n in a.pods
-        ]
-
-    def create(self, obj) -> None:
-        name = obj["metadata"]["name"]
-        if name not in self.pods:  # AlreadyExists is harmless
-            self.pods[name] = replace(pod_from_api(obj), created_at=self.now)
-
-    def ungate(self, name: str) -> None:
-        if name in self.pods:
-            self.patch(name, gated=False, admitted_at=self.now)
-
-    def patch(self, name: str, **fields) -> None:
-        if name in self.pods:
-            self.pods[name] = replace(self.pods[name], **fields)
 
     # -- the rest of the cluster --
 
