@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from darwin_operator.topology import LABEL_PREFIX, MAX_ENDPOINT_NAME_LENGTH
+from darwin_operator.vocabulary import LABEL_PREFIX, MAX_ENDPOINT_NAME_LENGTH
 
 GROUP = "serving.darwin.ai"
 VERSION = "v1alpha1"

@@ -120,8 +120,8 @@ class _Invalid(Exception):
 def _rendered(path: Path, *, group: int | None, namespace: str | None) -> list[dict]:
     from darwin_operator.api import KIND
     from darwin_operator.render import EndpointRef, render_endpoint
-    from darwin_operator.topology import MAX_GROUP_INDEX
     from darwin_operator.validation import InvalidEndpoint, validate
+    from darwin_operator.vocabulary import MAX_GROUP_INDEX
 
     if group is not None and not 0 <= group <= MAX_GROUP_INDEX:
         raise _Invalid([f"--group must be between 0 and {MAX_GROUP_INDEX}"])

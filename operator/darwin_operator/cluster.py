@@ -19,11 +19,10 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-from darwin_operator import api, metrics, topology
+from darwin_operator import api, metrics, vocabulary
 from darwin_operator.events import EventNote
-from darwin_operator.health import format_stamp
 from darwin_operator.logs import endpoint_log
-from darwin_operator.observed import (
+from darwin_operator.vocabulary import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_DELETE_REASON,
     ANNOTATION_DRAIN_STARTED_AT,
@@ -145,7 +144,7 @@ class Cluster:
             raise
 
     async def endpoint_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        selector = f"{topology.LABEL_ENDPOINT}={name}"
+        selector = f"{vocabulary.LABEL_ENDPOINT}={name}"
         result = await self.request(
             "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
         )
@@ -153,7 +152,7 @@ class Cluster:
 
     async def owned_objects(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The endpoint's Services and PDB (labelled with the endpoint), with their kind set."""
-        selector = [("labelSelector", f"{topology.LABEL_ENDPOINT}={name}")]
+        selector = [("labelSelector", f"{vocabulary.LABEL_ENDPOINT}={name}")]
         lists = await asyncio.gather(
             *(
                 self.request("GET", path.format(ns=namespace), query=selector)
@@ -241,7 +240,7 @@ class Cluster:
         """Lift our scheduling gate, stamping when, so a scheduling timeout survives restarts."""
         patch = {
             "metadata": {"annotations": {ANNOTATION_ADMITTED_AT: format_time(now)}},
-            "spec": {"schedulingGates": [{"$patch": "delete", "name": topology.SCHEDULING_GATE}]},
+            "spec": {"schedulingGates": [{"$patch": "delete", "name": vocabulary.SCHEDULING_GATE}]},
         }
 
         async def ungate(name: str) -> int:
@@ -263,10 +262,10 @@ class Cluster:
     async def set_serving(self, namespace: str, pod: str, serving: bool, now: float) -> None:
         """Move a leader in or out of the client Service; the drain start is kept on the pod,
         to the millisecond (drainSeconds is a guarantee: no second may be lost to rounding)."""
-        started = None if serving else format_stamp(now)
+        started = None if serving else format_time(now)
         patch = {
             "metadata": {
-                "labels": {topology.LABEL_SERVING: "true" if serving else "false"},
+                "labels": {vocabulary.LABEL_SERVING: "true" if serving else "false"},
                 "annotations": {ANNOTATION_DRAIN_STARTED_AT: started},
             }
         }
@@ -374,7 +373,9 @@ class Cluster:
 
     async def request_restart(self, namespace: str, name: str, now: float) -> None:
         """Ask for a rolling restart: a new restartedAt annotation changes the revision."""
-        patch = {"metadata": {"annotations": {topology.ANNOTATION_RESTARTED_AT: format_time(now)}}}
+        patch = {
+            "metadata": {"annotations": {vocabulary.ANNOTATION_RESTARTED_AT: format_time(now)}}
+        }
         await self.request(
             "PATCH",
             f"{_ENDPOINTS.format(ns=namespace)}/{name}",

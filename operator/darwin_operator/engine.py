@@ -11,7 +11,8 @@ from __future__ import annotations
 import shlex
 
 from darwin_operator.api import Backend, DarwinEndpointSpec
-from darwin_operator.topology import LEADER_RANK, shape_of
+from darwin_operator.topology import shape_of
+from darwin_operator.vocabulary import LEADER_RANK
 
 HTTP_PORT = 8000  # the container's port; the client Service may expose another
 HTTP_PORT_NAME = "http"

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from darwin_operator import api, topology
+from darwin_operator import api, vocabulary
 
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
 
@@ -40,7 +40,7 @@ async def endpoint_event(
         memo.controller.trigger(namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={topology.LABEL_ENDPOINT: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={vocabulary.LABEL_ENDPOINT: kopf.PRESENT})
 async def pod_event(
     event: dict[str, Any],
     namespace: str,
@@ -49,15 +49,15 @@ async def pod_event(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    memo.controller.trigger(namespace, labels[topology.LABEL_ENDPOINT])
+    memo.controller.trigger(namespace, labels[vocabulary.LABEL_ENDPOINT])
     phase = (body.get("status") or {}).get("phase")
     if event.get("type") == "DELETED" or phase in ("Succeeded", "Failed"):
         memo.controller.trigger_waiting()  # GPUs were freed
 
 
 def _not_ready(body: Any, **_: Any) -> bool:
-    conditions = (body.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") != "True" for c in conditions)
+    ready = vocabulary.find_condition((body.get("status") or {}).get("conditions"), "Ready")
+    return ready is not None and ready.get("status") != "True"
 
 
 @kopf.on.event("", "v1", "nodes", when=_not_ready)

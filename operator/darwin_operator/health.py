@@ -7,7 +7,7 @@ is Failed until its spec or its restartedAt annotation changes.
 
 Nothing here lives only in memory. The recreation history (time and reason of each recreation,
 bounded to the window) is kept in the endpoint's status; the decision to recreate a group is kept
-on its pods (observed.ANNOTATION_BROKEN) before the history is written, and the history is
+on its pods (vocabulary.ANNOTATION_BROKEN) before the history is written, and the history is
 written before any pod is deleted. So an operator killed at any point neither loses a recreation
 nor counts one twice (planner.py takes the steps, one per reconcile).
 """
@@ -16,25 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from enum import StrEnum
 
 from darwin_operator.api import HealthSpec
-from darwin_operator.observed import NodeInfo, ObservedGroup, ObservedPod, format_time, parse_time
+from darwin_operator.observed import NodeInfo, ObservedGroup, ObservedPod
+from darwin_operator.vocabulary import ANNOTATION_RESTARTED_AT, Fault, format_time, parse_time
 
 _MAX_MESSAGE = 400  # of a fault's message, on pods and in status
-
-
-class Fault(StrEnum):
-    """Why a group was found broken; also the `reason` label of the recreation metric."""
-
-    POD_FAILED = "PodFailed"
-    EVICTED = "Evicted"
-    MEMBER_DELETED = "MemberDeleted"
-    CONTAINER_RESTARTED = "ContainerRestarted"
-    NODE_LOST = "NodeLost"
-    LEADER_UNREADY = "LeaderUnready"
-    STARTUP_TIMEOUT = "StartupTimeout"
 
 
 @dataclass(frozen=True)
@@ -55,7 +42,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Recreation:
-    at: float  # when the operator decided it (millisecond precision, see stamp())
+    at: float  # when the operator decided it (as vocabulary.stamp() reads it back)
     reason: str  # a Fault value; kept as text so that any value read back from status survives
 
 
@@ -97,22 +84,8 @@ class History:
         return replace(self, groups=tuple(sorted(groups.items())))
 
 
-# ---- time stamps with milliseconds: a recreation is identified by its time ----
-
-
-def format_stamp(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def stamp(now: float) -> float:
-    """`now` as it reads back from its text form, so a recreation compares equal to itself
-    after a round trip through a pod annotation or the status."""
-    return parse_time(format_stamp(now)) or now
-
-
 def mark_value(recreation: Recreation, message: str) -> str:
-    return f"{recreation.reason} {format_stamp(recreation.at)} {message[:_MAX_MESSAGE]}"
+    return f"{recreation.reason} {format_time(recreation.at)} {message[:_MAX_MESSAGE]}"
 
 
 def parse_mark(value: str) -> tuple[Recreation, str] | None:
@@ -156,7 +129,7 @@ def _was_ready(pod: ObservedPod) -> bool:
 def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | None:
     """A member deleted or evicted by someone other than the operator.
 
-    The rule: the operator stamps every pod it deletes (observed.ANNOTATION_DELETE_REASON)
+    The rule: the operator stamps every pod it deletes (vocabulary.ANNOTATION_DELETE_REASON)
     before deleting any pod of the group, so the survivors of its own deletion, even one
     interrupted part way, carry the stamp (planner.terminating finishes those). A pod being
     deleted without the stamp, or a missing rank while no member carries it, was therefore
@@ -330,6 +303,6 @@ def failure(
         f"health.restartWindowSeconds ({spec_health.restart_window_seconds}s), more than "
         f"health.maxGroupRestarts ({spec_health.max_group_restarts}); reasons, oldest first: "
         f"{', '.join(reasons)}; last: {finding.message}. Not recreated until the spec or the "
-        "serving.darwin.ai/restartedAt annotation changes; its pods are left for inspection"
+        f"{ANNOTATION_RESTARTED_AT} annotation changes; its pods are left for inspection"
     )
     return Failure(index, reasons, message, now)

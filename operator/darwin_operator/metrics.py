@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics import MetricWrapperBase
 
 from darwin_operator.observed import ObservedGroup
+from darwin_operator.vocabulary import STARTUP_ORDER, EndpointPhase, GroupPhase
 
 # No `_created` twin of every counter and histogram series: it doubles the series for nothing
 # a dashboard uses.
@@ -106,7 +107,7 @@ API_ERRORS = Counter(
 
 REPLICA_STATES = ("desired", "current", "ready", "updated", "available")
 GPU_STATES = ("requested", "ready")
-ENDPOINT_PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+ENDPOINT_PHASES = tuple(p.value for p in EndpointPhase)
 STARTUP_PHASES = ("WaitingForCapacity", "Scheduling", "Starting", "Total")
 
 
@@ -132,9 +133,9 @@ def init_recreations(namespace: str, endpoint: str, reasons: Iterable[str]) -> N
         GROUP_RECREATIONS.labels(namespace, endpoint, reason)
 
 
-# Startup phases in the order a group goes through them; a group observed further along than
-# it was in the previous status has left the phases in between.
-_PROGRESS = {"Pending": 0, "WaitingForCapacity": 1, "Scheduling": 2, "Starting": 3, "Ready": 4}
+# A group observed further along the start than it was in the previous status has left the
+# phases in between.
+_PROGRESS = {phase.value: i for i, phase in enumerate(STARTUP_ORDER)}
 
 
 def startup_durations(
@@ -146,7 +147,7 @@ def startup_durations(
 
     `old_phase` is the group's phase in the status the cluster holds (None: not there yet);
     `admitted_now` is when this reconcile lifted the group's gates, if it did."""
-    before = _PROGRESS.get(old_phase or "Pending")
+    before = _PROGRESS.get(old_phase or GroupPhase.PENDING)
     after = _PROGRESS.get(new_phase)
     if before is None or after is None or after <= before or group is None:
         return {}
@@ -165,7 +166,7 @@ def startup_durations(
     }
     durations = {}
     for phase, (start, end) in spans.items():
-        left = _PROGRESS.get(phase, 3)  # Total: left when Starting is
+        left = _PROGRESS.get(phase, _PROGRESS[GroupPhase.STARTING])  # Total: left with Starting
         if before <= left < after and start is not None and end is not None:
             durations[phase] = max(0.0, end - start)
     return durations

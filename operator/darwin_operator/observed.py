@@ -9,36 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from darwin_operator import topology
-
-# Written by the operator on pods, so that the state they mark lives in the cluster.
-ANNOTATION_ADMITTED_AT = "serving.darwin.ai/admittedAt"  # when the group's gates were lifted
-ANNOTATION_DRAIN_STARTED_AT = "serving.darwin.ai/drainStartedAt"  # when the leader left Service
-# Stamped on every pod before the operator deletes any pod of its group: tells the operator's own
-# deletions apart from anyone else's (health.py), even when it was killed part way through.
-ANNOTATION_DELETE_REASON = "serving.darwin.ai/deleteReason"
-# On every pod of a group the operator found broken: "<fault> <time> <message>" (health.py).
-ANNOTATION_BROKEN = "serving.darwin.ai/broken"
+from darwin_operator import vocabulary
+from darwin_operator.vocabulary import (
+    ANNOTATION_ADMITTED_AT,
+    ANNOTATION_BROKEN,
+    ANNOTATION_DELETE_REASON,
+    ANNOTATION_DRAIN_STARTED_AT,
+    find_condition,
+    parse_time,
+)
 
 # Container waiting reasons that are part of a normal start, not a problem worth reporting.
 _ROUTINE_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
-
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 timestamp (as the API writes it) to seconds since the epoch; None if absent/bad."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def format_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -282,10 +266,6 @@ def _extended_requests(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((k, v) for k, v in totals.items() if v))
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    return next((c for c in status.get("conditions") or () if c.get("type") == kind), None)
-
-
 def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -294,8 +274,8 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
     annotations = meta.get("annotations") or {}
     owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")), None)
     gates = [g.get("name") for g in spec.get("schedulingGates") or ()]
-    ready = _condition(status, "Ready")
-    scheduled = _condition(status, "PodScheduled")
+    ready = find_condition(status.get("conditions"), "Ready")
+    scheduled = find_condition(status.get("conditions"), "PodScheduled")
     unschedulable = bool(
         scheduled
         and scheduled.get("status") == "False"
@@ -320,18 +300,18 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         name=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
         owner_uid=(owner or {}).get("uid", ""),
-        group=_int_or_none(labels.get(topology.LABEL_GROUP)),
-        rank=_int_or_none(labels.get(topology.LABEL_RANK)),
-        role=labels.get(topology.LABEL_ROLE, ""),
-        revision=labels.get(topology.LABEL_REVISION, ""),
-        serving=labels.get(topology.LABEL_SERVING, ""),
+        group=_int_or_none(labels.get(vocabulary.LABEL_GROUP)),
+        rank=_int_or_none(labels.get(vocabulary.LABEL_RANK)),
+        role=labels.get(vocabulary.LABEL_ROLE, ""),
+        revision=labels.get(vocabulary.LABEL_REVISION, ""),
+        serving=labels.get(vocabulary.LABEL_SERVING, ""),
         admitted_at=parse_time(annotations.get(ANNOTATION_ADMITTED_AT)),
         drain_started_at=parse_time(annotations.get(ANNOTATION_DRAIN_STARTED_AT)),
         created_at=parse_time(meta.get("creationTimestamp")),
         deleting=bool(meta.get("deletionTimestamp")),
         node_name=spec.get("nodeName") or "",
-        gated=topology.SCHEDULING_GATE in gates,
-        foreign_gates=any(g != topology.SCHEDULING_GATE for g in gates),
+        gated=vocabulary.SCHEDULING_GATE in gates,
+        foreign_gates=any(g != vocabulary.SCHEDULING_GATE for g in gates),
         phase=status.get("phase") or "Pending",
         ready=is_ready,
         ready_since=parse_time(ready.get("lastTransitionTime")) if is_ready and ready else None,
@@ -377,7 +357,7 @@ def _termination(statuses: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _disruption(status: Mapping[str, Any]) -> str:
-    target = _condition(status, "DisruptionTarget")
+    target = find_condition(status.get("conditions"), "DisruptionTarget")
     if not target or target.get("status") != "True":
         return ""
     return ": ".join(x for x in (target.get("reason"), target.get("message")) if x)
@@ -387,7 +367,7 @@ def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ready = _condition(status, "Ready")
+    ready = find_condition(status.get("conditions"), "Ready")
     return NodeInfo(
         name=meta.get("name", ""),
         labels=tuple(sorted((meta.get("labels") or {}).items())),

@@ -9,44 +9,27 @@ step, so the operator can stop at any point and pick up from the cluster alone.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from darwin_operator import health, render, rollout, topology
 from darwin_operator.api import DarwinEndpointSpec, Gang
 from darwin_operator.capacity import GroupDemand
-from darwin_operator.observed import Observed, ObservedGroup, ObservedPod, format_time
+from darwin_operator.observed import Observed, ObservedGroup, ObservedPod
+from darwin_operator.vocabulary import (
+    ANNOTATION_SPEC_HASH,
+    DeleteReason,
+    GroupPhase,
+    format_time,
+    stable_hash,
+    stamp,
+)
 
-ANNOTATION_SPEC_HASH = "serving.darwin.ai/specHash"  # on Services and the PDB the operator owns
 # A drain is counted from the leader's label change; clients stop reaching it only once the
 # EndpointSlice controller (and the proxies after it) have caught up.
 DRAIN_SETTLE_SECONDS = 1.0
-
-
-class GroupPhase(StrEnum):
-    PENDING = "Pending"  # pods being created
-    WAITING_FOR_CAPACITY = "WaitingForCapacity"  # gated; the whole group does not fit yet
-    SCHEDULING = "Scheduling"  # gates lifted, not every pod bound yet
-    STARTING = "Starting"  # every pod bound, not every pod Ready
-    READY = "Ready"
-    BROKEN = "Broken"  # a member failed: the group is recreated whole (health.py)
-    BACKING_OFF = "BackingOff"  # deleted after a failure; created again when its backoff ends
-    DRAINING = "Draining"  # leader out of the Service, waiting drainSeconds before deletion
-    TERMINATING = "Terminating"
-
-
-class DeleteReason(StrEnum):
-    SCALE_DOWN = "ScaleDown"
-    SCHEDULING_TIMEOUT = "SchedulingTimeout"  # released but could not be placed in time
-    MEMBER_LOST = "MemberLost"  # a released group lost a pod; a group is recreated whole
-    INCOMPLETE = "Incomplete"  # a group that cannot be completed in place (e.g. old revision)
-    ROLLOUT = "Rollout"  # an old revision, replaced in place (rollout.py)
-    UNFINISHED_DELETE = "UnfinishedDelete"  # some pods were deleted, the rest must follow
-    BROKEN = "Broken"  # found broken (health.py) and its recreation is on record in the status
 
 
 # ---- actions ----
@@ -158,16 +141,12 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-def spec_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def desired_objects(ref: render.EndpointRef, spec: DarwinEndpointSpec) -> list[dict[str, Any]]:
     """Services and PDB as they should be, each stamped with the hash of its rendered form."""
     objects = [*render.render_services(ref, spec), render.render_pdb(ref, spec)]
     stamped = []
     for obj in objects:
-        digest = spec_hash(obj)
+        digest = stable_hash(obj)
         obj = json.loads(json.dumps(obj))  # a copy we may annotate
         obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest
         stamped.append(obj)
@@ -477,7 +456,7 @@ class _Planner:
         if self.history.failure is not None:
             self.view(g, GroupPhase.BROKEN, f"{text}; not recreated: the endpoint is Failed")
             return True
-        recreation = health.Recreation(health.stamp(self.now), finding.fault.value)
+        recreation = health.Recreation(stamp(self.now), finding.fault.value)
         mark = health.mark_value(recreation, finding.message)
         self.actions.append(MarkBroken(g.index, mark, _names(g)))
         self.remember(g.index, recreation, finding.message)

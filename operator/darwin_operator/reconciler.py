@@ -16,20 +16,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from darwin_operator import api, health, metrics, planner, render, status, topology, validation
+from darwin_operator import api, metrics, planner, render, status, validation
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
-from darwin_operator.observed import (
+from darwin_operator.observed import Observed, groups_from_pods, node_from_api, pod_from_api
+from darwin_operator.planner import GroupView, PlannerConfig
+from darwin_operator.vocabulary import (
     ANNOTATION_BROKEN,
-    Observed,
-    groups_from_pods,
-    node_from_api,
+    ANNOTATION_RESTARTED_AT,
+    ANNOTATION_SPEC_HASH,
+    DeleteReason,
+    Fault,
+    GroupPhase,
     parse_time,
-    pod_from_api,
 )
-from darwin_operator.planner import GroupPhase, GroupView
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,6 @@ class Result:
     waiting_for_capacity: bool = False
 
 
-@dataclass(frozen=True)
-class ReconcileConfig:
-    scheduling_timeout: float = 120.0
-    health: health.HealthConfig = health.HealthConfig()
-
-
 def _validate(obj: dict[str, Any]) -> api.DarwinEndpointSpec:
     """The spec, checked as the API server would (an old CRD may have let something through)."""
     without_status = {k: v for k, v in obj.items() if k != "status"}
@@ -64,11 +60,11 @@ class Reconciler:
     def __init__(
         self,
         cluster: Cluster,
-        config: ReconcileConfig | None = None,
+        config: PlannerConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
-        self.config = config or ReconcileConfig()
+        self.config = config or PlannerConfig()
         self.clock = clock
         self.admitter = Admitter(cluster, clock)
 
@@ -101,22 +97,20 @@ class Reconciler:
             return Result()
 
         annotations = meta.get("annotations") or {}
-        revision = render.revision_of(spec, annotations.get(topology.ANNOTATION_RESTARTED_AT))
+        revision = render.revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
         ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
         observed = await self._observe(ref, spec)
         # the status remembers a rollout under way (rollout.py: surge groups until it is done)
         in_progress = bool(old and old.rollout_started_at)
         observed = replace(observed, rollout_in_progress=in_progress)
-        restarted_at = annotations.get(topology.ANNOTATION_RESTARTED_AT)
+        restarted_at = annotations.get(ANNOTATION_RESTARTED_AT)
         plan = planner.plan(
             ref,
             spec,
             revision,
             observed,
             now,
-            planner.PlannerConfig(
-                scheduling_timeout=self.config.scheduling_timeout, health=self.config.health
-            ),
+            self.config,
             history=status.history_of(old, meta.get("generation"), restarted_at),
         )
         notes: list[EventNote] = []
@@ -160,7 +154,7 @@ class Reconciler:
         owned_hashes = tuple(
             (
                 f"{o['kind']}/{o['metadata']['name']}",
-                (o["metadata"].get("annotations") or {}).get(planner.ANNOTATION_SPEC_HASH, ""),
+                (o["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH, ""),
             )
             for o in owned
             if any(r.get("uid") == ref.uid for r in o["metadata"].get("ownerReferences") or ())
@@ -225,7 +219,7 @@ class Reconciler:
                     await self.cluster.annotate_pods(ns, pods, {ANNOTATION_BROKEN: mark})
                 case planner.DeleteGroup(index=index, reason=reason, pods=pods):
                     deleted = await self.cluster.delete_pods(ns, pods, reason.value)
-                    if deleted and reason != planner.DeleteReason.UNFINISHED_DELETE:
+                    if deleted and reason != DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
         applies = [a for a in plan.actions if isinstance(a, planner.ApplyObject)]
@@ -323,15 +317,15 @@ def _describe(action: planner.Action) -> str:
 def _note_delete(
     notes: list[EventNote],
     index: int,
-    reason: planner.DeleteReason,
+    reason: DeleteReason,
     plan: planner.Plan,
     ref: render.EndpointRef,
 ) -> None:
     view = next((v for v in plan.groups if v.index == index), None)
     detail = f": {view.message}" if view and view.message else ""
-    if reason == planner.DeleteReason.SCHEDULING_TIMEOUT:
+    if reason == DeleteReason.SCHEDULING_TIMEOUT:
         notes.append(EventNote(WARNING, Reason.SCHEDULING_TIMEOUT, f"group {index}{detail}"))
-    elif reason == planner.DeleteReason.ROLLOUT:
+    elif reason == DeleteReason.ROLLOUT:
         notes.append(EventNote(NORMAL, Reason.GROUP_REPLACED, f"group {index}{detail}"))
     else:
         notes.append(
@@ -367,8 +361,8 @@ def _record_metrics(
         namespace,
         name,
         [
-            *(r.value for r in planner.DeleteReason if r not in _NOT_RECREATIONS),
-            *(f.value for f in health.Fault),
+            *(r.value for r in DeleteReason if r not in _NOT_RECREATIONS),
+            *(f.value for f in Fault),
         ],
     )
     # Recreations of broken groups, by fault: counted once, when the status first holds them.
@@ -409,10 +403,10 @@ def _record_metrics(
 # Deletions that do not count as recreations: the group is not wanted, or is already going.
 # (BROKEN: counted by the fault that broke the group, see above.)
 _NOT_RECREATIONS = (
-    planner.DeleteReason.SCALE_DOWN,
-    planner.DeleteReason.ROLLOUT,  # planned: replaced by a new revision
-    planner.DeleteReason.UNFINISHED_DELETE,
-    planner.DeleteReason.BROKEN,
+    DeleteReason.SCALE_DOWN,
+    DeleteReason.ROLLOUT,  # planned: replaced by a new revision
+    DeleteReason.UNFINISHED_DELETE,
+    DeleteReason.BROKEN,
 )
 
 

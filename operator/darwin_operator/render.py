@@ -1,20 +1,18 @@
 """The objects a DarwinEndpoint is made of (pure): a group's pods, the Services, the PDB.
 
-Names are deterministic (topology.py), so creating an object twice is harmless. Every object is
+Names are deterministic (vocabulary.py), so creating an object twice is harmless. Every object is
 owned by the endpoint (controller=true), so deleting the endpoint garbage-collects it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from darwin_operator import engine, rollout, topology
+from darwin_operator import engine, rollout, topology, vocabulary
 from darwin_operator.api import API_VERSION, KIND, DarwinEndpoint, DarwinEndpointSpec, Gang
-from darwin_operator.topology import (
+from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
     LABEL_ENDPOINT,
     LABEL_GROUP,
@@ -61,7 +59,7 @@ def revision_of(spec: DarwinEndpointSpec, restarted_at: str | None) -> str:
     """
     pod_inputs = spec.model_dump(mode="json", exclude=_NOT_IN_PODS, exclude_defaults=True)
     payload = {"spec": _without_empty(pod_inputs), "restartedAt": restarted_at or ""}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return vocabulary.stable_hash(payload, length=10)
 
 
 def _without_empty(values: dict) -> dict:
@@ -92,8 +90,8 @@ def _metadata(ref: EndpointRef, name: str, labels: dict[str, str]) -> dict:
 
 def leader_address(ref: EndpointRef, group: int) -> str:
     """The leader's stable DNS name through the headless Service (resolves before it is Ready)."""
-    pod = topology.pod_name(ref.name, group, LEADER_RANK)
-    return f"{pod}.{topology.headless_service_name(ref.name)}.{ref.namespace}.svc"
+    pod = vocabulary.pod_name(ref.name, group, LEADER_RANK)
+    return f"{pod}.{vocabulary.headless_service_name(ref.name)}.{ref.namespace}.svc"
 
 
 def pod_labels(ref: EndpointRef, revision: str, group: int, rank: int) -> dict[str, str]:
@@ -101,7 +99,7 @@ def pod_labels(ref: EndpointRef, revision: str, group: int, rank: int) -> dict[s
         LABEL_ENDPOINT: ref.name,
         LABEL_GROUP: str(group),
         LABEL_RANK: str(rank),
-        LABEL_ROLE: topology.role_of(rank),
+        LABEL_ROLE: vocabulary.role_of(rank),
         LABEL_REVISION: revision,
     }
     if rank == LEADER_RANK:
@@ -120,7 +118,7 @@ def render_group(
 def _pod(
     ref: EndpointRef, spec: DarwinEndpointSpec, revision: str, group: int, rank: int, *, gated: bool
 ) -> dict:
-    name = topology.pod_name(ref.name, group, rank)
+    name = vocabulary.pod_name(ref.name, group, rank)
     labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank)}
     annotations = dict(spec.pod_metadata.annotations)
     if spec.placement.gang == Gang.KUEUE:
@@ -131,7 +129,7 @@ def _pod(
         metadata["annotations"] = annotations
     pod_spec: dict = {
         "hostname": name,
-        "subdomain": topology.headless_service_name(ref.name),
+        "subdomain": vocabulary.headless_service_name(ref.name),
         "restartPolicy": "Never",  # a broken member breaks the group; the operator recreates it
         "enableServiceLinks": False,  # Service env (e.g. VLLM_PORT) would confuse vLLM
         "terminationGracePeriodSeconds": spec.rollout.drain_seconds + SHUTDOWN_SECONDS,
@@ -158,7 +156,7 @@ def _pod(
 
 def _same_domain_affinity(ref: EndpointRef, group: int, topology_key: str) -> dict:
     term = {
-        "labelSelector": {"matchLabels": topology.group_selector(ref.name, group)},
+        "labelSelector": {"matchLabels": vocabulary.group_selector(ref.name, group)},
         "topologyKey": topology_key,
     }
     return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
@@ -260,7 +258,7 @@ def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ref, topology.headless_service_name(ref.name), labels),
+        "metadata": _metadata(ref, vocabulary.headless_service_name(ref.name), labels),
         "spec": {
             "clusterIP": "None",
             # Workers must resolve the leader while it is still loading weights.
@@ -279,7 +277,7 @@ def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
     client = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ref, topology.client_service_name(ref.name), labels),
+        "metadata": _metadata(ref, vocabulary.client_service_name(ref.name), labels),
         "spec": {
             "type": spec.service.type.value,
             "selector": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER, LABEL_SERVING: "true"},
@@ -305,7 +303,7 @@ def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec) -> dict:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(ref, topology.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
+        "metadata": _metadata(ref, vocabulary.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
         "spec": {
             "maxUnavailable": rollout.limits(spec).max_unavailable,
             "selector": {"matchLabels": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER}},

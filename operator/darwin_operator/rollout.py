@@ -69,20 +69,33 @@ from typing import Protocol
 
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.observed import Observed, ObservedGroup
+from darwin_operator.vocabulary import GroupPhase
 
-# Values of planner.GroupPhase this module reads (planner imports this module, not the reverse).
-READY = "Ready"
 # Down, holding no traffic, and not in anyone else's hands: replacing them costs nothing.
-REPLACEABLE_WHILE_DOWN = frozenset({"Pending", "WaitingForCapacity", "Scheduling", "Starting"})
+REPLACEABLE_WHILE_DOWN = frozenset(
+    {
+        GroupPhase.PENDING,
+        GroupPhase.WAITING_FOR_CAPACITY,
+        GroupPhase.SCHEDULING,
+        GroupPhase.STARTING,
+    }
+)
 # A wanted group in one of these phases (or missing) still needs GPUs that are not its own yet.
-UNPLACED = frozenset({"Pending", "WaitingForCapacity", "Terminating", "BackingOff"})
+UNPLACED = frozenset(
+    {
+        GroupPhase.PENDING,
+        GroupPhase.WAITING_FOR_CAPACITY,
+        GroupPhase.TERMINATING,
+        GroupPhase.BACKING_OFF,
+    }
+)
 
 
 class GroupState(Protocol):
     """What the planner's first pass tells about a group (planner.GroupView)."""
 
     index: int
-    phase: str
+    phase: GroupPhase
     serving: bool
 
 
@@ -153,7 +166,7 @@ def decide(
 
     def available(index: int) -> bool:
         s = state.get(index)
-        return s is not None and s.phase == READY and s.serving
+        return s is not None and s.phase == GroupPhase.READY and s.serving
 
     old = sorted(
         i for i, g in groups.items() if partition <= i < replicas and g.revision != revision

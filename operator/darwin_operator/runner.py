@@ -12,7 +12,8 @@ import prometheus_client
 from darwin_operator import logs, peering
 from darwin_operator.cluster import Cluster, load_api_client
 from darwin_operator.health import HealthConfig
-from darwin_operator.reconciler import Controller, ReconcileConfig, Reconciler, Result
+from darwin_operator.planner import PlannerConfig
+from darwin_operator.reconciler import Controller, Reconciler, Result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     # needs cluster-wide reads the chart's RBAC does not grant.
     settings.scanning.disabled = True
     identity, priority, guard = _peering(args, cluster, namespaces, settings)
-    config = ReconcileConfig(
+    config = PlannerConfig(
         scheduling_timeout=args.scheduling_timeout,
         health=HealthConfig(
             backoff_base=args.recreate_backoff_base,

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from darwin_operator import capacity, health, rollout, topology
+from darwin_operator import capacity, health, rollout, vocabulary
 from darwin_operator.api import (
     Condition,
     DarwinEndpointSpec,
@@ -21,8 +21,15 @@ from darwin_operator.api import (
     Recreation,
 )
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
-from darwin_operator.observed import format_time, parse_time
-from darwin_operator.planner import GroupPhase, GroupView
+from darwin_operator.planner import GroupView
+from darwin_operator.vocabulary import (
+    STARTUP_ORDER,
+    EndpointPhase,
+    GroupPhase,
+    find_condition,
+    format_time,
+    parse_time,
+)
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
@@ -44,11 +51,11 @@ resolve_int_or_percent = rollout.resolve_int_or_percent  # maxUnavailable / maxS
 
 
 def selector(name: str) -> str:
-    return topology.leader_selector(name)
+    return vocabulary.leader_selector(name)
 
 
 def endpoint_url(name: str, namespace: str, spec: DarwinEndpointSpec) -> str:
-    service = topology.client_service_name(name)
+    service = vocabulary.client_service_name(name)
     return f"http://{service}.{namespace}.svc:{spec.service.port}/v1"
 
 
@@ -86,7 +93,7 @@ def _condition(
     now: float,
 ) -> Condition:
     status = "True" if value else "False"
-    previous = next((c for c in (old.conditions if old else []) if c.type == kind), None)
+    previous = find_condition(old.conditions if old else None, kind)
     since = (
         previous.last_transition_time
         if previous is not None and previous.status == status and previous.last_transition_time
@@ -130,8 +137,7 @@ def _groups(
                 last_failure=past.last_failure,
                 phase_since=prev.phase_since if same else format_time(now),
                 recreations=[
-                    Recreation(at=health.format_stamp(r.at), reason=r.reason)
-                    for r in past.recreations
+                    Recreation(at=format_time(r.at), reason=r.reason) for r in past.recreations
                 ],
                 last_ready_time=last_ready,
                 startup=_startup(prev.startup if prev else [], v.phase.value, now),
@@ -141,16 +147,7 @@ def _groups(
 
 
 # The phases of a start, in order; the time spent in each is kept in groups[].startup.
-_STARTUP = tuple(
-    p.value
-    for p in (
-        GroupPhase.PENDING,
-        GroupPhase.WAITING_FOR_CAPACITY,
-        GroupPhase.SCHEDULING,
-        GroupPhase.STARTING,
-        GroupPhase.READY,
-    )
-)
+_STARTUP = tuple(p.value for p in STARTUP_ORDER)
 
 
 def _startup(spans: Sequence[PhaseTime], phase: str, now: float) -> list[PhaseTime]:
@@ -318,16 +315,16 @@ def compute(
     problem = _problem(spec, wanted, blocked_reason, groups, past.failure)
 
     if past.failure is not None:
-        phase = "Failed"  # terminal until the spec or restartedAt changes
+        phase = EndpointPhase.FAILED  # terminal until the spec or restartedAt changes
         converged, progress_reason = True, Reason.MAX_GROUP_RESTARTS_EXCEEDED.value
     elif converged and problem is None:
-        phase = "Ready"
+        phase = EndpointPhase.READY
     elif problem is not None:
-        phase = "Degraded"
+        phase = EndpointPhase.DEGRADED
     elif not ready:
-        phase = "Pending"
+        phase = EndpointPhase.PENDING
     else:
-        phase = "Progressing"
+        phase = EndpointPhase.PROGRESSING
 
     progress = (
         not converged,
@@ -365,7 +362,7 @@ def compute(
     ]
     return DarwinEndpointStatus(
         observed_generation=generation,
-        phase=phase,
+        phase=phase.value,
         replicas=len(present),
         ready_replicas=len(ready),
         ready=f"{len(ready)}/{spec.replicas}",
@@ -435,7 +432,7 @@ def failed(
     return base.model_copy(
         update={
             "observed_generation": generation,
-            "phase": "Failed",
+            "phase": EndpointPhase.FAILED.value,
             "selector": selector(name),
             "conditions": conditions,
         }
@@ -470,8 +467,8 @@ def transitions(
             )
         elif g.phase == GroupPhase.READY.value:
             notes.append(EventNote(NORMAL, Reason.GROUP_READY, f"group {g.index} is Ready"))
-    old_degraded = _find(old, DEGRADED)
-    new_degraded = _find(new, DEGRADED)
+    old_degraded = find_condition(old.conditions if old else None, DEGRADED)
+    new_degraded = find_condition(new.conditions, DEGRADED)
     if (
         new_degraded is not None
         and new_degraded.status == "True"
@@ -483,7 +480,7 @@ def transitions(
         and new_degraded.reason in Reason._value2member_map_
     ):
         notes.append(EventNote(WARNING, Reason(new_degraded.reason), new_degraded.message))
-    if new.phase == "Ready" and (old is None or old.phase != "Ready"):
+    if new.phase == EndpointPhase.READY and (old is None or old.phase != EndpointPhase.READY):
         notes.append(
             EventNote(
                 NORMAL,
@@ -512,7 +509,3 @@ def new_recreations(old: GroupStatus | None, new: GroupStatus) -> list[str]:
     """Reasons of the recreations in `new` that `old` did not have yet."""
     seen = {(r.at, r.reason) for r in (old.recreations if old else [])}
     return [r.reason for r in new.recreations if (r.at, r.reason) not in seen]
-
-
-def _find(status: DarwinEndpointStatus | None, kind: str) -> Condition | None:
-    return next((c for c in (status.conditions if status else []) if c.type == kind), None)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from darwin_operator import api, topology
+from darwin_operator import api, vocabulary
 from darwin_operator.cluster import ApiError
-from darwin_operator.observed import ANNOTATION_ADMITTED_AT, format_time
+from darwin_operator.vocabulary import ANNOTATION_ADMITTED_AT, format_time
 
 UID = "0d1e2f3a-0000-4000-8000-000000000001"
 GPU = "nvidia.com/gpu"
@@ -85,7 +85,7 @@ class FakeCluster:
             pod["spec"]["schedulingGates"] = [
                 g
                 for g in pod["spec"].get("schedulingGates") or []
-                if g["name"] != topology.SCHEDULING_GATE
+                if g["name"] != vocabulary.SCHEDULING_GATE
             ]
             pod["metadata"].setdefault("annotations", {})[ANNOTATION_ADMITTED_AT] = format_time(now)
         return len(list(names))

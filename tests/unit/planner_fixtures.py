@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from darwin_operator import health, planner, render
+from darwin_operator import health, planner, render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.observed import Observed, ObservedPod, groups_from_pods, pod_from_api
 
@@ -64,7 +64,7 @@ def group_pods(
 def owned(spec: DarwinEndpointSpec) -> tuple[tuple[str, str], ...]:
     """Services and PDB as if already applied at this spec."""
     return tuple(
-        (planner.object_key(o), o["metadata"]["annotations"][planner.ANNOTATION_SPEC_HASH])
+        (planner.object_key(o), o["metadata"]["annotations"][vocabulary.ANNOTATION_SPEC_HASH])
         for o in planner.desired_objects(REF, spec)
     )
 

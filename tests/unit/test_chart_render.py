@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from darwin_operator import engine, topology
+from darwin_operator import engine, vocabulary
 from tests.helm import NAMESPACE, find, lint, only, render
 
 NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": ["team-a", "team-b"]}}
@@ -168,7 +168,7 @@ def test_monitoring_objects_are_off_by_default_and_select_the_right_targets():
     )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     pods = only(documents, "PodMonitor")["spec"]
-    assert pods["selector"]["matchLabels"] == {topology.LABEL_ROLE: topology.ROLE_LEADER}
+    assert pods["selector"]["matchLabels"] == {vocabulary.LABEL_ROLE: vocabulary.ROLE_LEADER}
     assert pods["podMetricsEndpoints"][0]["port"] == engine.HTTP_PORT_NAME
     assert pods["namespaceSelector"] == {"any": True}
     namespaced = only(render({**MONITORING, **NAMESPACED}), "PodMonitor")["spec"]

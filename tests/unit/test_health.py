@@ -12,15 +12,14 @@ from hypothesis import strategies as st
 
 from darwin_operator import health, status
 from darwin_operator.events import Reason
-from darwin_operator.health import Fault, GroupHistory, HealthConfig, Recreation
+from darwin_operator.health import GroupHistory, HealthConfig, Recreation
 from darwin_operator.observed import NodeInfo, groups_from_pods
 from darwin_operator.planner import (
     CreateGroup,
     DeleteGroup,
-    DeleteReason,
-    GroupPhase,
     MarkBroken,
 )
+from darwin_operator.vocabulary import DeleteReason, Fault, GroupPhase, format_time
 from tests.unit.planner_fixtures import (
     REF,
     T0,
@@ -200,7 +199,7 @@ def test_broken_group_is_marked_and_recorded_then_deleted_whole_then_created_at_
     recorded = plan.health.of(0)
     assert recorded.restarts == 1
     assert recorded.recreations == (Recreation(T0, "ContainerRestarted"),)
-    assert recorded.last_failure.startswith("2025-06-15T15:06:40Z ContainerRestarted: pod")
+    assert recorded.last_failure.startswith("2025-06-15T15:06:40.000Z ContainerRestarted: pod")
     assert plan.groups[0].phase == GroupPhase.BROKEN
 
     marked = [replace(p, marked_broken=mark.mark) for p in broken]
@@ -238,7 +237,7 @@ def test_recreations_back_off_exponentially_per_group_up_to_the_cap():
     assert plan.actions == ()
     (waiting,) = [v for v in plan.groups if v.index == 0]
     assert waiting.phase == GroupPhase.BACKING_OFF
-    assert waiting.message.startswith("created again at 2025-06-15T15:06:43Z: backoff after 2")
+    assert waiting.message.startswith("created again at 2025-06-15T15:06:43.000Z: backoff after 2")
     assert plan.requeue_after == pytest.approx(3)
     later = make_plan(spec, observe(spec), now=T0 + 3, history=history)
     assert CreateGroup(0, gated=True) in later.actions
@@ -372,7 +371,7 @@ def test_status_walks_the_startup_phases_with_time_in_each_and_degrades_while_re
     ]
     degraded = next(c for c in s.conditions if c.type == "Degraded")
     assert degraded.status == "False"
-    assert s.groups[0].last_failure.startswith("2025-06-15T15:08:20Z ContainerRestarted")
+    assert s.groups[0].last_failure.startswith("2025-06-15T15:08:20.000Z ContainerRestarted")
 
 
 # ---- properties ----
@@ -398,7 +397,7 @@ def test_a_broken_group_is_recreated_whole_never_in_part(pods_per_group, data):
             "phase": st.sampled_from(["Running", "Failed", "Pending"]),
             "deleting": st.booleans(),
             "marked_deleted": st.sampled_from(["", "ScaleDown"]),
-            "marked_broken": st.sampled_from(["", f"PodFailed {health.format_stamp(T0)} x"]),
+            "marked_broken": st.sampled_from(["", f"PodFailed {format_time(T0)} x"]),
         },
     )
     pods = [replace(p, **data.draw(faults)) for p in pods]

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from darwin_operator import topology
+from darwin_operator import vocabulary
 from darwin_operator.observed import Observed, Toleration
 from darwin_operator.planner import (
     DRAIN_SETTLE_SECONDS,
     ApplyObject,
     CreateGroup,
     DeleteGroup,
-    DeleteReason,
     DrainGroup,
-    GroupPhase,
     MarkBroken,
     RestoreServing,
     UngateGroup,
 )
+from darwin_operator.vocabulary import DeleteReason, GroupPhase
 from tests.unit.planner_fixtures import (
     T0,
     group_pods,
@@ -299,8 +298,8 @@ def test_labels_the_planner_reads_are_the_ones_render_writes():
     spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
     pods = group_pods(spec, 0)
     assert [(p.group, p.rank, p.role) for p in pods] == [
-        (0, 0, topology.ROLE_LEADER),
-        (0, 1, topology.ROLE_WORKER),
-        (0, 2, topology.ROLE_WORKER),
+        (0, 0, vocabulary.ROLE_LEADER),
+        (0, 1, vocabulary.ROLE_WORKER),
+        (0, 2, vocabulary.ROLE_WORKER),
     ]
     assert pods[0].serving == "true" and all(p.gated for p in pods)

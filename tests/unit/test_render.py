@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from darwin_operator import render, topology
+from darwin_operator import render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.render import leader_address, render_group, render_pdb, render_services
 from tests.unit.specs import REF, spec, spec_doc
@@ -90,7 +90,7 @@ def test_prestop_drains_and_grace_period_outlasts_it():
 
 def test_gate_only_when_gated():
     (gated,) = pods_of(spec(), gated=True)
-    assert gated["spec"]["schedulingGates"] == [{"name": topology.SCHEDULING_GATE}]
+    assert gated["spec"]["schedulingGates"] == [{"name": vocabulary.SCHEDULING_GATE}]
     (ungated,) = pods_of(spec(), gated=False)
     assert "schedulingGates" not in ungated["spec"]
 
@@ -286,7 +286,7 @@ SHAPES = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
 
 @given(
     shape=SHAPES,
-    group=st.integers(0, topology.MAX_GROUP_INDEX),
+    group=st.integers(0, vocabulary.MAX_GROUP_INDEX),
     backend=st.sampled_from(["mp", "ray"]),
 )
 def test_any_valid_shape_renders_a_whole_group(shape, group, backend):
@@ -300,15 +300,15 @@ def test_any_valid_shape_renders_a_whole_group(shape, group, backend):
         )
     )
     longest = render.EndpointRef(
-        name="d" * topology.MAX_ENDPOINT_NAME_LENGTH, namespace="n", uid="u"
+        name="d" * vocabulary.MAX_ENDPOINT_NAME_LENGTH, namespace="n", uid="u"
     )
     pods = render_group(longest, endpoint_spec, REVISION, group, gated=True)
     gpus = [int(container(p)["resources"]["limits"]["nvidia.com/gpu"]) for p in pods]
     assert sum(gpus) == tp * pp
     assert all(g % tp == 0 for g in gpus)  # whole tensor-parallel groups per pod
-    ranks = [int(p["metadata"]["labels"][topology.LABEL_RANK]) for p in pods]
+    ranks = [int(p["metadata"]["labels"][vocabulary.LABEL_RANK]) for p in pods]
     assert ranks == list(range(pods_per_group))
-    roles = [p["metadata"]["labels"][topology.LABEL_ROLE] for p in pods]
+    roles = [p["metadata"]["labels"][vocabulary.LABEL_ROLE] for p in pods]
     assert roles.count("leader") == 1 and roles[0] == "leader"
     for pod in pods:
         name = pod["metadata"]["name"]

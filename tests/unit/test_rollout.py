@@ -11,12 +11,11 @@ from darwin_operator.planner import (
     DRAIN_SETTLE_SECONDS,
     CreateGroup,
     DeleteGroup,
-    DeleteReason,
     DrainGroup,
-    GroupPhase,
     GroupView,
     RestoreServing,
 )
+from darwin_operator.vocabulary import DeleteReason, GroupPhase
 from tests.unit.planner_fixtures import T0, group_pods, make_plan, make_spec, observe, revision
 
 OLD = "old-rev"
@@ -48,7 +47,7 @@ def decide(spec, pods, states, **observed):
 
 def test_the_phases_the_rollout_reads_are_the_planners():
     names = {p.value for p in GroupPhase}
-    assert {rollout.READY} | rollout.REPLACEABLE_WHILE_DOWN | rollout.UNPLACED <= names
+    assert {GroupPhase.READY} | rollout.REPLACEABLE_WHILE_DOWN | rollout.UNPLACED <= names
 
 
 @pytest.mark.parametrize(
@@ -285,7 +284,7 @@ def test_status_of_a_rollout_from_start_to_end_with_its_events():
     decision = rollout.Decision(replace=frozenset({1}), pending=2, rolling=True)
     first = compute(spec, mid, decision)
     assert progressing(first) == ("True", "RollingUpdate", "2/4 groups updated")
-    assert first.rollout_started_at == "2025-06-15T15:06:40Z"
+    assert first.rollout_started_at == "2025-06-15T15:06:40.000Z"
     assert (first.current_revision, first.update_revision) == (OLD, revision(spec))
     assert first.updated_replicas == 2 and first.phase == "Progressing"
     notes = status.transitions(None, first, T0)
@@ -309,7 +308,7 @@ def test_a_new_revision_mid_rollout_starts_the_clock_again():
     before = compute(spec, [view(0, rev=OLD), view(1, rev=OLD)], decision)
     before = before.model_copy(update={"update_revision": "another"})
     after = compute(spec, [view(0, rev=OLD), view(1, rev=OLD)], decision, before, T0 + 30)
-    assert after.rollout_started_at == "2025-06-15T15:07:10Z"
+    assert after.rollout_started_at == "2025-06-15T15:07:10.000Z"
 
 
 def test_paused_surge_and_partition_in_the_progressing_condition():

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from darwin_operator import capacity, status
 from darwin_operator.events import Reason
-from darwin_operator.planner import GroupPhase, GroupView
+from darwin_operator.planner import GroupView
+from darwin_operator.vocabulary import GroupPhase
 from tests.unit.planner_fixtures import T0, make_spec
 
 REV = "rev1"
@@ -129,8 +130,8 @@ def test_unchanged_status_is_not_patched_and_transition_times_are_kept():
     assert status.changed(status.to_wire(first), worse)
     available = next(c for c in worse.conditions if c.type == "Available")
     progressing = next(c for c in worse.conditions if c.type == "Progressing")
-    assert available.last_transition_time == "2025-06-15T15:06:40Z"  # still True: unchanged
-    assert progressing.last_transition_time == "2025-06-15T15:08:10Z"
+    assert available.last_transition_time == "2025-06-15T15:06:40.000Z"  # still True: unchanged
+    assert progressing.last_transition_time == "2025-06-15T15:08:10.000Z"
     assert worse.groups[0].phase_since == first.groups[0].phase_since
     assert worse.groups[1].phase_since != first.groups[1].phase_since
 
