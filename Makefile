@@ -47,6 +47,12 @@ vllm-venv: venv
 prometheus-tools:
 	bash tests/prometheus/install.sh
 
+# Images for the real nodes (docker-archive tars in ~/.cache/darwin-operator/images; root, for
+# debootstrap): the vLLM stand-in (tests/standin).
+.PHONY: images
+images:
+	bash tests/images/build.sh vllm-standin
+
 test: build-cluster vllm-venv prometheus-tools
 	$(PY) -m pytest
 

@@ -1,0 +1,150 @@
+"""The images the tests run on real nodes, packed locally as docker-archive tars.
+
+    python3 tests/images/images.py vllm-standin [...]   # prints each image's tar path
+
+Each image is a cached Debian bookworm minbase rootfs (rootfs.py) as its bottom layer plus a
+layer of the repo's own files. Everything is cached under $DARWIN_CACHE/images (default
+~/.cache/darwin-operator/images) by content: a second run with nothing changed only hashes the
+repo's files. Only finished image tars are written to that directory itself (a real node
+imports every *.tar there); layers go to its layers/ directory. Load a tar into a node's
+containerd with `ctr -n k8s.io images import TAR`; pods then use the tag with imagePullPolicy
+IfNotPresent or Never.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import docker_archive  # noqa: E402
+import rootfs  # noqa: E402
+from docker_archive import FileEntry  # noqa: E402
+
+REPO = HERE.parent.parent
+STANDIN_SOURCE = REPO / "tests" / "standin" / "vllm_standin"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The name pods use (spec.engine.image in the tests); a re-import replaces the image behind it.
+STANDIN_IMAGE = "localhost/darwin/vllm-standin:0.33.0"
+
+_VLLM_LAUNCHER = b"""#!/usr/bin/python3
+# vLLM stand-in (test tooling of darwin-operator): see tests/standin/README.md.
+import sys
+
+sys.path.insert(0, "/opt/vllm-standin")
+from vllm_standin.main import main
+
+sys.exit(main())
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    tag: str
+    packages: tuple[str, ...]  # Debian packages in the base rootfs
+    files: Callable[[], list[FileEntry]]  # the layer of the repo's files
+    config: dict  # the OCI config's `config`: Env, Cmd, WorkingDir ...
+
+
+def _standin_files() -> list[FileEntry]:
+    entries = [FileEntry("/usr/local/bin/vllm", _VLLM_LAUNCHER, 0o755)]
+    for path in sorted(STANDIN_SOURCE.iterdir()):
+        if path.suffix in (".py", ".json"):
+            entries.append(
+                FileEntry(f"/opt/vllm-standin/vllm_standin/{path.name}", path.read_bytes())
+            )
+    return entries
+
+
+IMAGES: dict[str, Image] = {
+    "vllm-standin": Image(
+        tag=STANDIN_IMAGE,
+        packages=("python3",),
+        files=_standin_files,
+        config={
+            "Env": [f"PATH={PATH}", "PYTHONUNBUFFERED=1"],
+            "Cmd": ["vllm", "--help"],
+            "WorkingDir": "/",
+        },
+    ),
+}
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _layers_dir() -> Path:
+    # Not beside the image tars: every *.tar in the images directory is an image to import.
+    path = rootfs.cache_root() / "layers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _base_layer(packages: tuple[str, ...]) -> Path:
+    fs = rootfs.ensure_rootfs(packages)
+    layer = _layers_dir() / f"{fs.name}.tar"
+    if not layer.is_file():
+        with rootfs.locked(layer.with_name(f".{layer.name}.lock")):
+            if not layer.is_file():
+                rootfs.log(f"packing {fs.name} as a layer")
+                docker_archive.rootfs_layer(fs, layer, skip={rootfs.MARKER})
+    return layer
+
+
+def _files_layer(name: str, entries: list[FileEntry]) -> Path:
+    digest = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.path):
+        digest.update(f"{entry.path}\0{entry.mode}\0{len(entry.data)}\0".encode())
+        digest.update(entry.data)
+    layer = _layers_dir() / f"{name}-{digest.hexdigest()[:16]}.tar"
+    if not layer.is_file():
+        docker_archive.files_layer(entries, layer)
+    return layer
+
+
+def build(name: str) -> Path:
+    """The image's docker-archive tar, built unless an identical one is cached."""
+    image = IMAGES[name]
+    layers = [_base_layer(image.packages), _files_layer(name, image.files())]
+    key = _key(image.tag, json.dumps(image.config, sort_keys=True), *(p.name for p in layers))
+    out = rootfs.cache_root() / f"{name}-{key}.tar"
+    if not out.is_file():
+        with rootfs.locked(out.with_name(f".{name}.lock")):
+            if not out.is_file():
+                rootfs.log(f"packing {image.tag}")
+                docker_archive.image_archive(out, tag=image.tag, layers=layers, config=image.config)
+                for old in rootfs.cache_root().glob(f"{name}-*.tar"):
+                    if old != out:
+                        old.unlink(missing_ok=True)
+                for old in _layers_dir().glob(f"{name}-*.tar"):
+                    if old != layers[-1]:
+                        old.unlink(missing_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="+", choices=sorted(IMAGES), metavar="IMAGE")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        start = time.monotonic()
+        tar = build(name)
+        size = os.path.getsize(tar) / 2**20
+        rootfs.log(f"{IMAGES[name].tag}: {tar} ({size:.0f} MiB, {time.monotonic() - start:.1f} s)")
+        print(tar)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
