@@ -219,9 +219,6 @@ class Observed:
     secret_missing: bool = False  # spec.model.tokenSecretRef names a Secret that is not there
     # nodes holding the endpoint's pods, by name; None when they could not be read
     nodes: tuple[tuple[str, NodeInfo], ...] | None = None
-    # the endpoint's status says a rollout is under way (rolloutStartedAt): groups above
-    # replicas on the update revision are its surge groups until it is done (rollout.py)
-    rollout_in_progress: bool = False
 
     def group(self, index: int) -> ObservedGroup | None:
         return next((g for g in self.groups if g.index == index), None)

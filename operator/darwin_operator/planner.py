@@ -1,22 +1,36 @@
-"""Decide what to do for one endpoint, from its spec and what was observed (pure).
+"""Decide what to do for one endpoint, from its spec, what was observed and what the status
+remembers (pure).
 
 No kopf, no client, no clock: `plan()` gets everything as arguments and returns actions (small
 frozen values that cluster.py carries out), the groups that ask for gang admission, and a view of
 every group for the status. Calling it again on the state its actions produce yields the next
 step, so the operator can stop at any point and pick up from the cluster alone.
+
+A plan is made in stages, each reading only what the ones before produced:
+
+1. classify: every group (and every wanted index without one) once, into a GroupState: its
+   phase, revision and serving state, the health logic's verdict, and the course it takes if
+   the rolling update leaves it alone (the actions, admission request and deadlines of that
+   course). Nothing is decided about other groups here.
+2. decide the rollout (rollout.py) from those states: which groups to replace, which surge groups
+   to run, keep or hold back.
+3. act: each group's actions from its state and the decision: its own course, a drain towards
+   its replacement or scale-down, or held back from admission.
+4. admit (`admitted()`): once the admission check has answered, the phase of each group that
+   asked follows from its answer.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum, auto
 from typing import Any
 
 from darwin_operator import health, render, rollout, topology
 from darwin_operator.api import DarwinEndpointSpec, Gang
-from darwin_operator.capacity import GroupDemand
+from darwin_operator.capacity import Fit, GroupDemand
 from darwin_operator.observed import Observed, ObservedGroup, ObservedPod
 from darwin_operator.vocabulary import (
     ANNOTATION_SPEC_HASH,
@@ -169,9 +183,72 @@ def _waiting_message(pods: Iterable[ObservedPod]) -> str:
     return ""
 
 
-class _Planner:
-    decision = rollout.Decision()  # set by run(): what the rolling update decided
+def _view(g: ObservedGroup, phase: GroupPhase, message: str = "") -> GroupView:
+    live = [p for p in g.pods if not p.deleting]
+    leader = g.leader
+    created = [p.created_at for p in g.pods if p.created_at is not None]
+    return GroupView(
+        index=g.index,
+        revision=g.revision,
+        phase=phase,
+        pods=len(live),
+        pods_ready=g.ready_pods,
+        restarts=g.restarts,
+        message=message,
+        created_at=min(created) if created else None,
+        serving=bool(leader and leader.ready and not leader.deleting and leader.serving != "false"),
+    )
 
+
+# ---- stage 1: what each group is ----
+
+
+class Standing(Enum):
+    """Where a group stands before the rollout has its say. The first four are the health
+    logic's or already under way: the rollout leaves them to their course."""
+
+    MISSING = auto()  # no pods: created, or waiting out its backoff
+    RECREATING = auto()  # marked broken by the operator: on its way to a recreation
+    BROKEN = auto()  # found broken now: to be marked, unless the endpoint is Failed
+    TERMINATING = auto()  # part way through a deletion: finished first
+    INCOMPLETE = auto()  # ranks missing: completed, or deleted whole
+    GATED = auto()  # complete and gated: asks for admission
+    UNGATING = auto()  # an admission interrupted part way: the remaining gates are lifted
+    RELEASED = auto()  # in the scheduler's and the kubelet's hands
+
+
+_LEFT_TO_THEIR_COURSE = frozenset(
+    {Standing.MISSING, Standing.RECREATING, Standing.BROKEN, Standing.TERMINATING}
+)
+_HELD_MESSAGE = "waiting for admission: surge groups wait until every wanted one is placed"
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """Stage 1's verdict on one index; `view` carries its phase, revision and serving state."""
+
+    standing: Standing
+    view: GroupView
+    group: ObservedGroup | None = None
+    course: tuple[Action, ...] = ()  # its actions, if nothing else is decided for it
+    admission: Admission | None = None
+    deadlines: tuple[float, ...] = ()  # of its course: backoff, scheduling timeout
+    watch: float | None = None  # when a condition seen now would become a fault (health)
+    # health: the recreation its course puts on record, and a new fault's verdict
+    recreation: tuple[health.Recreation, str] | None = None
+    finding: health.Finding | None = None
+    over_budget: bool = False  # one more recreation would exceed maxGroupRestarts
+
+    @property
+    def index(self) -> int:
+        return self.view.index
+
+
+def _state(standing: Standing, g: ObservedGroup, phase: GroupPhase, message: str = "", **kw: Any):
+    return GroupState(standing, _view(g, phase, message), g, **kw)
+
+
+class _Planner:
     def __init__(
         self,
         ref: render.EndpointRef,
@@ -181,10 +258,12 @@ class _Planner:
         now: float,
         config: PlannerConfig,
         history: health.History,
+        rollout_in_progress: bool,
     ) -> None:
         self.ref, self.spec, self.revision = ref, spec, revision
         self.observed, self.now, self.config = observed, now, config
         self.persisted = self.history = history  # as the status holds it / with this plan's
+        self.rollout_in_progress = rollout_in_progress
         self.nodes = None if observed.nodes is None else dict(observed.nodes)
         self.shape = topology.shape_of(spec)
         self.gang = spec.placement.gang == Gang.GATE
@@ -193,24 +272,248 @@ class _Planner:
         self.views: list[GroupView] = []
         self.deadlines: list[float] = []
 
-    def view(self, g: ObservedGroup, phase: GroupPhase, message: str = "") -> None:
-        live = [p for p in g.pods if not p.deleting]
-        leader = g.leader
-        created = [p.created_at for p in g.pods if p.created_at is not None]
-        self.views.append(
-            GroupView(
-                index=g.index,
-                revision=g.revision,
-                phase=phase,
-                pods=len(live),
-                pods_ready=g.ready_pods,
-                restarts=g.restarts,
-                message=message,
-                created_at=min(created) if created else None,
-                serving=bool(
-                    leader and leader.ready and not leader.deleting and leader.serving != "false"
-                ),
+    def run(self) -> Plan:
+        states = self.classify_all()
+        decision = rollout.decide(
+            self.spec,
+            self.revision,
+            self.observed,
+            [s.view for s in states.values()],
+            in_progress=self.rollout_in_progress,
+        )
+        self.objects()
+        self.act(states, decision)
+        future = [d - self.now for d in self.deadlines if d > self.now]
+        return Plan(
+            actions=tuple(self.actions),
+            admissions=tuple(self.admissions),
+            groups=tuple(sorted(self.views, key=lambda v: v.index)),
+            rollout=decision,
+            requeue_after=min(future) if future else None,
+            blocked_reason=self.blocked_reason(),
+            health=self.history,
+        )
+
+    # -- stage 1: classify --
+
+    def classify_all(self) -> dict[int, GroupState]:
+        """Every wanted index and every group above replicas, in index order. Only wanted
+        groups can make the endpoint Failed here: a group above replicas may yet be scaled
+        down, and stage 3 settles its verdict once it knows."""
+        states: dict[int, GroupState] = {}
+        failing = self.persisted.failure is not None
+        for index in range(self.spec.replicas):
+            state = states[index] = self.classify(index, failing)
+            failing = failing or state.over_budget
+        for g in self.observed.groups:
+            if g.index >= self.spec.replicas:
+                states[g.index] = self.classify(g.index, failing)
+        return states
+
+    def classify(self, index: int, failing: bool) -> GroupState:
+        """`failing`: the endpoint is Failed, or a group before this one just made it so."""
+        g = self.observed.group(index)
+        if g is None or not g.pods:
+            return self.missing(index, failing)
+        marked = health.mark_of(g)
+        if marked is not None:
+            return self.recreating(g, *marked)
+        watch = None
+        if not any(p.marked_deleted for p in g.pods):  # else the operator's own deletion
+            finding, watch = health.diagnose(
+                g,
+                pods_per_group=self.shape.pods_per_group,
+                nodes=self.nodes,
+                startup_timeout=self.spec.health.startup_timeout_seconds,
+                now=self.now,
+                config=self.config.health,
             )
+            if finding is not None:
+                return self.found_broken(g, finding)
+        if any(p.deleting or p.marked_deleted for p in g.pods):
+            return replace(self.finishing(g), watch=watch)
+        state = self.present(g)
+        return replace(state, watch=watch)
+
+    def missing(self, index: int, failing: bool) -> GroupState:
+        """A group deleted after a failure waits out its backoff; none comes back while Failed."""
+        past = self.persisted.of(index)
+        window = self.spec.health.restart_window_seconds
+
+        def state(phase: GroupPhase, message: str, **kw: Any) -> GroupState:
+            view = GroupView(index, self.revision, phase, 0, 0, 0, message)
+            return GroupState(Standing.MISSING, view, **kw)
+
+        if failing and past.recreations:
+            message = f"not recreated: the endpoint is Failed; last failure {past.last_failure}"
+            return state(GroupPhase.BROKEN, message)
+        at = health.create_at(past, self.now, window, self.config.health)
+        if at > self.now:
+            recent = len(past.recent(self.now, window))
+            message = (
+                f"created again at {format_time(at)}: backoff after {recent} recreations "
+                f"within {window}s; last failure {past.last_failure}"
+            )
+            return state(GroupPhase.BACKING_OFF, message, deadlines=(at,))
+        n = self.shape.pods_per_group
+        return state(
+            GroupPhase.PENDING,
+            f"creating {_pods(n)}",
+            course=(CreateGroup(index, gated=self.gang),),
+        )
+
+    # Health (health.py): a broken group is recreated whole, with backoff, within a budget. One
+    # step per reconcile, so that the cluster always tells what comes next, whenever the
+    # operator is killed: (1) stamp every pod with the fault and its time (MarkBroken) while
+    # this reconcile's status patch records the recreation; (2) once the status holds it,
+    # delete the whole group; (3) create it anew when its backoff ends (missing).
+
+    def found_broken(self, g: ObservedGroup, finding: health.Finding) -> GroupState:
+        text = f"{finding.fault.value}: {finding.message}"
+        budget = self.spec.health
+        over = health.exceeds_budget(
+            self.persisted.of(g.index),
+            self.now,
+            budget.restart_window_seconds,
+            budget.max_group_restarts,
+        )
+        recreation = health.Recreation(stamp(self.now), finding.fault.value)
+        mark = health.mark_value(recreation, finding.message)
+        return _state(
+            Standing.BROKEN,
+            g,
+            GroupPhase.BROKEN,
+            f"{text}; recreating the whole group",
+            course=(MarkBroken(g.index, mark, _names(g)),),
+            recreation=(recreation, finding.message),
+            finding=finding,
+            over_budget=over,
+        )
+
+    def recreating(
+        self, g: ObservedGroup, recreation: health.Recreation, message: str
+    ) -> GroupState:
+        if recreation not in self.persisted.of(g.index).recreations:
+            # Marked, but the status does not hold it yet (this reconcile's patch will, also
+            # after a kill between the two): no pod goes before the recreation is on record.
+            unmarked = tuple(p.name for p in g.pods if not p.marked_broken)
+            mark = health.mark_value(recreation, message)
+            return _state(
+                Standing.RECREATING,
+                g,
+                GroupPhase.BROKEN,
+                f"{recreation.reason}: {message}; recreating",
+                course=(MarkBroken(g.index, mark, unmarked),) if unmarked else (),
+                recreation=(recreation, message),
+            )
+        live = tuple(p.name for p in g.pods if not p.deleting)
+        return _state(
+            Standing.RECREATING,
+            g,
+            GroupPhase.TERMINATING,
+            f"recreating after {recreation.reason}: {message}",
+            course=(DeleteGroup(g.index, DeleteReason.BROKEN, live),) if live else (),
+        )
+
+    def finishing(self, g: ObservedGroup) -> GroupState:
+        """A group part way through deletion: finish it; a new one follows once it is gone.
+        The operator stamps a group's pods before deleting any (cluster.delete_pods), so a
+        deletion it was killed in the middle of shows on the pods it did not reach."""
+        live = tuple(p.name for p in g.pods if not p.deleting)
+        course = (DeleteGroup(g.index, DeleteReason.UNFINISHED_DELETE, live),) if live else ()
+        return _state(
+            Standing.TERMINATING,
+            g,
+            GroupPhase.TERMINATING,
+            "waiting for pods to terminate",
+            course=course,
+        )
+
+    def present(self, g: ObservedGroup) -> GroupState:
+        """A group with pods, healthy and not being deleted."""
+        index, n = g.index, self.shape.pods_per_group
+        released = [p for p in g.pods if not p.gated]
+        if set(range(n)) - g.ranks():
+            if g.revision != self.revision or (self.gang and released):
+                reason = DeleteReason.MEMBER_LOST if released else DeleteReason.INCOMPLETE
+                return _state(
+                    Standing.INCOMPLETE,
+                    g,
+                    GroupPhase.TERMINATING,
+                    f"recreating: {reason.value}",
+                    course=(DeleteGroup(index, reason, _names(g)),),
+                )
+            return _state(
+                Standing.INCOMPLETE,
+                g,
+                GroupPhase.PENDING,
+                f"{len(g.pods)} of {n} pods created",
+                course=(CreateGroup(index, gated=self.gang),),
+            )
+        leader = g.leader
+        restore: tuple[Action, ...] = ()
+        if leader is not None and leader.serving == "false":
+            restore = (RestoreServing(index, leader.name),)
+        if self.gang and not released:
+            if self.observed.secret_missing:
+                return _state(
+                    Standing.GATED, g, GroupPhase.PENDING, self.blocked_reason(), course=restore
+                )
+            return _state(
+                Standing.GATED,
+                g,
+                GroupPhase.WAITING_FOR_CAPACITY,
+                "waiting for admission",
+                course=restore,
+                admission=Admission(index, self.demand(g), _names(g)),
+            )
+        if self.gang and len(released) < len(g.pods):
+            gated = tuple(p.name for p in g.pods if p.gated)
+            return _state(
+                Standing.UNGATING,
+                g,
+                GroupPhase.SCHEDULING,
+                "lifting the remaining scheduling gates",
+                course=(*restore, UngateGroup(index, gated)),
+            )
+        state = self.released(g)
+        return replace(state, course=(*restore, *state.course))
+
+    def released(self, g: ObservedGroup) -> GroupState:
+        unbound = [p for p in g.pods if not p.bound]
+        failed = [p for p in g.pods if p.phase == "Failed"]
+        if failed:
+            return _state(Standing.RELEASED, g, GroupPhase.BROKEN, f"pod {failed[0].name} failed")
+        if unbound:
+            stuck = next((p for p in unbound if p.unschedulable), None)
+            admitted = min((p.admitted_at for p in g.pods if p.admitted_at), default=None)
+            deadlines: tuple[float, ...] = ()
+            if self.gang and admitted is not None:
+                deadline = admitted + self.config.scheduling_timeout
+                if stuck is not None and self.now >= deadline:
+                    return _state(
+                        Standing.RELEASED,
+                        g,
+                        GroupPhase.TERMINATING,
+                        f"not scheduled within {self.config.scheduling_timeout:g}s: "
+                        f"{stuck.unschedulable_message}",
+                        course=(DeleteGroup(g.index, DeleteReason.SCHEDULING_TIMEOUT, _names(g)),),
+                    )
+                deadlines = (deadline,)
+            bound = len(g.pods) - len(unbound)
+            message = f"{bound} of {len(g.pods)} pods bound"
+            if stuck is not None:
+                message += f"; {stuck.name}: {stuck.unschedulable_message}"
+            return _state(Standing.RELEASED, g, GroupPhase.SCHEDULING, message, deadlines=deadlines)
+        if g.ready_pods == len(g.pods):
+            return _state(Standing.RELEASED, g, GroupPhase.READY)
+        detail = _waiting_message(g.pods)
+        message = f"{g.ready_pods} of {len(g.pods)} pods ready"
+        return _state(
+            Standing.RELEASED,
+            g,
+            GroupPhase.STARTING,
+            f"{message}; {detail}" if detail else message,
         )
 
     def demand(self, g: ObservedGroup) -> GroupDemand:
@@ -225,115 +528,87 @@ class _Planner:
             product=self.spec.placement.gpu_product,
         )
 
-    # -- groups the spec wants --
+    # -- stage 3: act on the states and the rollout's decision --
 
-    def wanted(self, index: int) -> None:
-        g = self.observed.group(index)
-        n = self.shape.pods_per_group
-        if g is None or not g.pods:
-            if self.backing_off(index):
-                return
-            self.actions.append(CreateGroup(index, gated=self.gang))
-            self.views.append(
-                GroupView(index, self.revision, GroupPhase.PENDING, 0, 0, 0, f"creating {_pods(n)}")
-            )
-            return
-        if self.broken(g) or self.terminating(g):
-            return
-        if index in self.decision.replace:
+    def act(self, states: dict[int, GroupState], decision: rollout.Decision) -> None:
+        for index in (*range(self.spec.replicas), *decision.surge):
+            state = states.get(index)
+            if state is None:  # a new surge group
+                state = self.missing(index, self.history.failure is not None)
+            self.wanted(state, decision)
+        surplus = [
+            s
+            for s in states.values()
+            if s.index >= self.spec.replicas and s.index not in decision.surge
+        ]
+        for state in sorted(surplus, key=lambda s: -s.index):
+            self.surplus(state, decision)
+
+    def wanted(self, state: GroupState, decision: rollout.Decision) -> None:
+        if state.watch is not None:
+            self.deadlines.append(state.watch)
+        g = state.group
+        if state.standing in _LEFT_TO_THEIR_COURSE or g is None:
+            self.follow(state)
+        elif state.index in decision.replace:
             message = f"replacing revision {g.revision} with {self.revision}"
             self.retire(g, DeleteReason.ROLLOUT, message)
-            return
-        missing = set(range(n)) - g.ranks()
-        released = [p for p in g.pods if not p.gated]
-        if missing:
-            if g.revision != self.revision or (self.gang and released):
-                reason = DeleteReason.MEMBER_LOST if released else DeleteReason.INCOMPLETE
-                self.actions.append(DeleteGroup(index, reason, _names(g)))
-                self.view(g, GroupPhase.TERMINATING, f"recreating: {reason.value}")
-            else:
-                self.actions.append(CreateGroup(index, gated=self.gang))
-                self.view(g, GroupPhase.PENDING, f"{len(g.pods)} of {n} pods created")
-            return
-        leader = g.leader
-        if leader is not None and leader.serving == "false":
-            self.actions.append(RestoreServing(index, leader.name))
-        if self.gang and not released:
-            if self.observed.secret_missing:
-                self.view(g, GroupPhase.PENDING, self.blocked_reason())
-            elif index in self.decision.hold:
-                message = (
-                    "waiting for admission: surge groups wait until every wanted one is placed"
-                )
-                self.view(g, GroupPhase.WAITING_FOR_CAPACITY, message)
-            else:
-                self.admissions.append(Admission(index, self.demand(g), _names(g)))
-                self.view(g, GroupPhase.WAITING_FOR_CAPACITY, "waiting for admission")
-            return
-        if self.gang and len(released) < len(g.pods):
-            self.actions.append(UngateGroup(index, tuple(p.name for p in g.pods if p.gated)))
-            self.view(g, GroupPhase.SCHEDULING, "lifting the remaining scheduling gates")
-            return
-        self.released(g)
-
-    def released(self, g: ObservedGroup) -> None:
-        unbound = [p for p in g.pods if not p.bound]
-        failed = [p for p in g.pods if p.phase == "Failed"]
-        if failed:
-            self.view(g, GroupPhase.BROKEN, f"pod {failed[0].name} failed")
-        elif unbound:
-            stuck = next((p for p in unbound if p.unschedulable), None)
-            admitted = min((p.admitted_at for p in g.pods if p.admitted_at), default=None)
-            if self.gang and admitted is not None:
-                deadline = admitted + self.config.scheduling_timeout
-                if stuck is not None and self.now >= deadline:
-                    self.actions.append(
-                        DeleteGroup(g.index, DeleteReason.SCHEDULING_TIMEOUT, _names(g))
-                    )
-                    self.view(
-                        g,
-                        GroupPhase.TERMINATING,
-                        f"not scheduled within {self.config.scheduling_timeout:g}s: "
-                        f"{stuck.unschedulable_message}",
-                    )
-                    return
-                self.deadlines.append(deadline)
-            bound = len(g.pods) - len(unbound)
-            message = f"{bound} of {len(g.pods)} pods bound"
-            if stuck is not None:
-                message += f"; {stuck.name}: {stuck.unschedulable_message}"
-            self.view(g, GroupPhase.SCHEDULING, message)
-        elif g.ready_pods == len(g.pods):
-            self.view(g, GroupPhase.READY)
-        else:
-            detail = _waiting_message(g.pods)
-            message = f"{g.ready_pods} of {len(g.pods)} pods ready"
-            self.view(g, GroupPhase.STARTING, f"{message}; {detail}" if detail else message)
-
-    def terminating(self, g: ObservedGroup) -> bool:
-        """A group part way through deletion: finish it; a new one follows once it is gone.
-        The operator stamps a group's pods before deleting any (cluster.delete_pods), so a
-        deletion it was killed in the middle of shows on the pods it did not reach."""
-        if not any(p.deleting or p.marked_deleted for p in g.pods):
-            return False
-        if not all(p.deleting for p in g.pods):
-            live = tuple(p.name for p in g.pods if not p.deleting)
-            self.actions.append(DeleteGroup(g.index, DeleteReason.UNFINISHED_DELETE, live))
-        self.view(g, GroupPhase.TERMINATING, "waiting for pods to terminate")
-        return True
-
-    # -- groups beyond spec.replicas: drained, then deleted, highest index first --
-
-    def surplus(self, g: ObservedGroup) -> None:
-        if self.terminating(g):
-            return
-        if g.index in self.decision.keep:
-            limit = f"maxUnavailable {rollout.limits(self.spec).max_unavailable}"
-            self.view(
-                g, GroupPhase.READY, f"above replicas; serving until another is Ready ({limit})"
+        elif state.index in decision.hold and state.admission is not None:
+            self.follow(
+                replace(state, admission=None, view=replace(state.view, message=_HELD_MESSAGE))
             )
-            return
-        self.retire(g, DeleteReason.SCALE_DOWN, "scaling down")
+        else:
+            self.follow(state)
+
+    def follow(self, state: GroupState) -> None:
+        """The group's own course."""
+        if state.finding is not None:
+            if self.history.failure is None and state.over_budget:
+                failure = health.failure(
+                    state.index,
+                    self.history.of(state.index),
+                    state.finding,
+                    self.now,
+                    self.spec.health,
+                )
+                self.history = replace(self.history, failure=failure)
+            if self.history.failure is not None:
+                text = f"{state.finding.fault.value}: {state.finding.message}"
+                message = f"{text}; not recreated: the endpoint is Failed"
+                self.views.append(replace(state.view, message=message))
+                return
+        self.actions.extend(state.course)
+        if state.admission is not None:
+            self.admissions.append(state.admission)
+        self.deadlines.extend(state.deadlines)
+        if state.recreation is not None:
+            self.remember(state.index, *state.recreation)
+        self.views.append(state.view)
+
+    def remember(self, index: int, recreation: health.Recreation, message: str) -> None:
+        budget = self.spec.health
+        past = health.record(
+            self.history.of(index),
+            recreation,
+            message,
+            budget.restart_window_seconds,
+            limit=budget.max_group_restarts + 1,
+        )
+        self.history = self.history.with_group(index, past)
+
+    def surplus(self, state: GroupState, decision: rollout.Decision) -> None:
+        """A group beyond spec.replicas and not a surge group: drained, then deleted, highest
+        index first."""
+        g = state.group
+        assert g is not None  # classified from an observed group
+        if any(p.deleting or p.marked_deleted for p in g.pods):
+            self.follow(self.finishing(g))
+        elif g.index in decision.keep:
+            limit = f"maxUnavailable {rollout.limits(self.spec).max_unavailable}"
+            message = f"above replicas; serving until another is Ready ({limit})"
+            self.views.append(_view(g, GroupPhase.READY, message))
+        else:
+            self.retire(g, DeleteReason.SCALE_DOWN, "scaling down")
 
     def retire(self, g: ObservedGroup, reason: DeleteReason, message: str) -> None:
         """Take a group down for a planned reason: its leader leaves the client Service, the
@@ -346,7 +621,7 @@ class _Planner:
         leader = g.leader
         if leader is None:  # cannot serve without a leader
             self.actions.append(DeleteGroup(g.index, reason, _names(g)))
-            self.view(g, GroupPhase.TERMINATING, message)
+            self.views.append(_view(g, GroupPhase.TERMINATING, message))
             return
         # drainSeconds 0: no request is waited for, so neither is the EndpointSlice
         drain = self.spec.rollout.drain_seconds
@@ -359,13 +634,13 @@ class _Planner:
             until = started + drain if leader.ready else started
             if self.now >= until:
                 self.actions.append(DeleteGroup(g.index, reason, _names(g)))
-                self.view(g, GroupPhase.TERMINATING, message)
+                self.views.append(_view(g, GroupPhase.TERMINATING, message))
                 return
         if until > self.now:
             self.deadlines.append(until)
             # a stable message: status is patched only when it changes
             message = f"{message}; draining until {format_time(until)}"
-        self.view(g, GroupPhase.DRAINING, message)
+        self.views.append(_view(g, GroupPhase.DRAINING, message))
 
     def blocked_reason(self) -> str:
         if self.observed.secret_missing and self.spec.model.token_secret_ref is not None:
@@ -380,136 +655,6 @@ class _Planner:
             if have.get(key) != obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
                 self.actions.append(ApplyObject(key, obj))
 
-    def groups(self) -> None:
-        for index in range(self.spec.replicas):
-            self.wanted(index)
-        for index in self.decision.surge:
-            self.wanted(index)
-        surplus = [
-            g
-            for g in self.observed.groups
-            if g.index >= self.spec.replicas and g.index not in self.decision.surge
-        ]
-        for g in sorted(surplus, key=lambda g: -g.index):
-            self.surplus(g)
-
-    def decide_rollout(self) -> rollout.Decision:
-        """A first pass over the groups, only to learn what state each one is in (the health
-        logic's verdicts included); the rolling update decides from those states, and the real
-        pass acts on its decision. Planning is pure, so the first pass leaves no trace."""
-        survey = copy.copy(self)
-        survey.__dict__.update({k: [] for k, v in vars(self).items() if isinstance(v, list)})
-        survey.decision = rollout.survey(self.spec, self.observed)
-        survey.groups()
-        return rollout.decide(self.spec, self.revision, self.observed, survey.views)
-
-    def run(self) -> Plan:
-        self.decision = self.decide_rollout()
-        self.objects()
-        self.groups()
-        future = [d - self.now for d in self.deadlines if d > self.now]
-        return Plan(
-            actions=tuple(self.actions),
-            admissions=tuple(self.admissions),
-            groups=tuple(sorted(self.views, key=lambda v: v.index)),
-            rollout=self.decision,
-            requeue_after=min(future) if future else None,
-            blocked_reason=self.blocked_reason(),
-            health=self.history,
-        )
-
-    # -- health (health.py): a broken group is recreated whole, with backoff, within a budget --
-
-    def broken(self, g: ObservedGroup) -> bool:
-        """Take charge of a group that is broken or being recreated; False if it is healthy.
-
-        One step per reconcile, so that the cluster always tells what comes next, whenever the
-        operator is killed: (1) stamp every pod with the fault and its time (MarkBroken) while
-        this reconcile's status patch records the recreation; (2) once the status holds it,
-        delete the whole group; (3) create it anew when its backoff ends (backing_off)."""
-        marked = health.mark_of(g)
-        if marked is not None:
-            self.recreate(g, *marked)
-            return True
-        if any(p.marked_deleted for p in g.pods):
-            return False  # the operator's own deletion: terminating() finishes it
-        finding, deadline = health.diagnose(
-            g,
-            pods_per_group=self.shape.pods_per_group,
-            nodes=self.nodes,
-            startup_timeout=self.spec.health.startup_timeout_seconds,
-            now=self.now,
-            config=self.config.health,
-        )
-        if deadline is not None:
-            self.deadlines.append(deadline)
-        if finding is None:
-            return False
-        text = f"{finding.fault.value}: {finding.message}"
-        past, budget = self.history.of(g.index), self.spec.health
-        over = health.exceeds_budget(
-            past, self.now, budget.restart_window_seconds, budget.max_group_restarts
-        )
-        if self.history.failure is None and over:
-            failure = health.failure(g.index, past, finding, self.now, budget)
-            self.history = replace(self.history, failure=failure)
-        if self.history.failure is not None:
-            self.view(g, GroupPhase.BROKEN, f"{text}; not recreated: the endpoint is Failed")
-            return True
-        recreation = health.Recreation(stamp(self.now), finding.fault.value)
-        mark = health.mark_value(recreation, finding.message)
-        self.actions.append(MarkBroken(g.index, mark, _names(g)))
-        self.remember(g.index, recreation, finding.message)
-        self.view(g, GroupPhase.BROKEN, f"{text}; recreating the whole group")
-        return True
-
-    def recreate(self, g: ObservedGroup, recreation: health.Recreation, message: str) -> None:
-        if recreation not in self.persisted.of(g.index).recreations:
-            # Marked, but the status does not hold it yet (this reconcile's patch will, also
-            # after a kill between the two): no pod goes before the recreation is on record.
-            self.remember(g.index, recreation, message)
-            unmarked = tuple(p.name for p in g.pods if not p.marked_broken)
-            if unmarked:
-                mark = health.mark_value(recreation, message)
-                self.actions.append(MarkBroken(g.index, mark, unmarked))
-            self.view(g, GroupPhase.BROKEN, f"{recreation.reason}: {message}; recreating")
-            return
-        live = tuple(p.name for p in g.pods if not p.deleting)
-        if live:
-            self.actions.append(DeleteGroup(g.index, DeleteReason.BROKEN, live))
-        self.view(g, GroupPhase.TERMINATING, f"recreating after {recreation.reason}: {message}")
-
-    def remember(self, index: int, recreation: health.Recreation, message: str) -> None:
-        budget = self.spec.health
-        past = health.record(
-            self.history.of(index),
-            recreation,
-            message,
-            budget.restart_window_seconds,
-            limit=budget.max_group_restarts + 1,
-        )
-        self.history = self.history.with_group(index, past)
-
-    def backing_off(self, index: int) -> bool:
-        """A group deleted after a failure waits out its backoff; none comes back while Failed."""
-        past = self.history.of(index)
-        window = self.spec.health.restart_window_seconds
-        if self.history.failure is not None and past.recreations:
-            message = f"not recreated: the endpoint is Failed; last failure {past.last_failure}"
-            self.views.append(GroupView(index, self.revision, GroupPhase.BROKEN, 0, 0, 0, message))
-            return True
-        at = health.create_at(past, self.now, window, self.config.health)
-        if at <= self.now:
-            return False
-        self.deadlines.append(at)
-        recent = len(past.recent(self.now, window))
-        message = (
-            f"created again at {format_time(at)}: backoff after {recent} recreations "
-            f"within {window}s; last failure {past.last_failure}"
-        )
-        self.views.append(GroupView(index, self.revision, GroupPhase.BACKING_OFF, 0, 0, 0, message))
-        return True
-
 
 def plan(
     ref: render.EndpointRef,
@@ -519,8 +664,38 @@ def plan(
     now: float,
     config: PlannerConfig | None = None,
     history: health.History | None = None,
+    *,
+    rollout_in_progress: bool = False,
 ) -> Plan:
-    """`history`: the recreation history the status holds (status.history_of)."""
+    """Stages 1 to 3. What the status remembers: `history`, the recreation history
+    (status.history_of), and `rollout_in_progress`, whether status.rolloutStartedAt is set
+    (rollout.py: groups above replicas are its surge groups until it is done)."""
     return _Planner(
-        ref, spec, revision, observed, now, config or PlannerConfig(), history or health.History()
+        ref,
+        spec,
+        revision,
+        observed,
+        now,
+        config or PlannerConfig(),
+        history or health.History(),
+        rollout_in_progress,
     ).run()
+
+
+def admitted(plan: Plan, fits: Sequence[Fit]) -> Plan:
+    """Stage 4: the plan once the admission check (admission.py, one answer per request, in
+    order) has answered: a group that fits had its gates lifted and is Scheduling; one that
+    does not waits for capacity, saying why."""
+    answers = {a.index: fit for a, fit in zip(plan.admissions, fits, strict=True)}
+
+    def settled(view: GroupView) -> GroupView:
+        fit = answers.get(view.index)
+        if fit is None:
+            return view
+        if fit.fits:
+            return replace(view, phase=GroupPhase.SCHEDULING, message="gates lifted")
+        return replace(
+            view, phase=GroupPhase.WAITING_FOR_CAPACITY, message=fit.message, reason=fit.reason
+        )
+
+    return replace(plan, groups=tuple(settled(v) for v in plan.groups))

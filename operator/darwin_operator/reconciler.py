@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from darwin_operator import api, metrics, planner, render, status, validation
@@ -100,9 +100,6 @@ class Reconciler:
         revision = render.revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
         ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
         observed = await self._observe(ref, spec)
-        # the status remembers a rollout under way (rollout.py: surge groups until it is done)
-        in_progress = bool(old and old.rollout_started_at)
-        observed = replace(observed, rollout_in_progress=in_progress)
         restarted_at = annotations.get(ANNOTATION_RESTARTED_AT)
         plan = planner.plan(
             ref,
@@ -112,6 +109,7 @@ class Reconciler:
             now,
             self.config,
             history=status.history_of(old, meta.get("generation"), restarted_at),
+            rollout_in_progress=bool(old and old.rollout_started_at),
         )
         notes: list[EventNote] = []
         try:
@@ -119,9 +117,9 @@ class Reconciler:
         except SpecRejected as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
             return Result()
-        views = list(plan.groups)
         if plan.admissions:
-            views = await self._admit(ref, spec, plan.admissions, views, notes)
+            plan = await self._admit(ref, spec, plan, notes)
+        views = list(plan.groups)
 
         new = status.compute(
             name=name,
@@ -236,14 +234,13 @@ class Reconciler:
         self,
         ref: render.EndpointRef,
         spec: api.DarwinEndpointSpec,
-        admissions: tuple[planner.Admission, ...],
-        views: list[GroupView],
+        plan: planner.Plan,
         notes: list[EventNote],
-    ) -> list[GroupView]:
-        by_index = {v.index: v for v in views}
-        fits = await self.admitter.admit(ref, spec.placement.gpu_resource, admissions)
-        for admission, fit in zip(admissions, fits, strict=True):
-            view = by_index[admission.index]
+    ) -> planner.Plan:
+        """Ask for the plan's admissions (gates are lifted for those that fit) and finish the
+        plan with the answers (its last stage)."""
+        fits = await self.admitter.admit(ref, spec.placement.gpu_resource, plan.admissions)
+        for admission, fit in zip(plan.admissions, fits, strict=True):
             endpoint_log(log, ref.namespace, ref.name).log(
                 logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
                 "group %d %s: %s",
@@ -259,17 +256,7 @@ class Reconciler:
                         f"group {admission.index}: gates lifted; {fit.message}",
                     )
                 )
-                by_index[admission.index] = replace(
-                    view, phase=GroupPhase.SCHEDULING, message="gates lifted"
-                )
-            else:
-                by_index[admission.index] = replace(
-                    view,
-                    phase=GroupPhase.WAITING_FOR_CAPACITY,
-                    message=fit.message,
-                    reason=fit.reason,
-                )
-        return [by_index[v.index] for v in views]
+        return planner.admitted(plan, fits)
 
     async def _fail(
         self,

@@ -1,8 +1,8 @@
 """Rolling updates by replica group (pure): which groups to replace now, which surge groups to run.
 
-The planner plans every group once to learn its phase (the health logic's verdicts included),
-asks `decide()`, and plans again with the decision. Everything the decision rests on is in the
-cluster: each group's revision label, the drain mark on its leader, its pods' states, and the
+The planner classifies every group once (its phase, the health logic's verdicts included),
+asks `decide()`, and acts on the states and the decision. Everything the decision rests on is in
+the cluster: each group's revision label, the drain mark on its leader, its pods' states, and the
 endpoint's status.rolloutStartedAt. So a restarted operator picks a rollout up where it stands
 and never spends the same budget twice.
 
@@ -92,7 +92,7 @@ UNPLACED = frozenset(
 
 
 class GroupState(Protocol):
-    """What the planner's first pass tells about a group (planner.GroupView)."""
+    """What the planner's classification tells about a group (planner.GroupView)."""
 
     index: int
     phase: GroupPhase
@@ -136,12 +136,6 @@ class Decision:
     rolling: bool = False  # a rollout is under way: groups pending, or new ones not all Ready
 
 
-def survey(spec: DarwinEndpointSpec, observed: Observed) -> Decision:
-    """The planner's first pass: every group above replicas planned as wanted, so that each one
-    shows its true phase; nothing replaced."""
-    return Decision(surge=tuple(g.index for g in observed.groups if g.index >= spec.replicas))
-
-
 def _leaving(g: ObservedGroup) -> bool:
     leader = g.leader
     return any(p.deleting for p in g.pods) or (leader is not None and leader.serving == "false")
@@ -158,7 +152,10 @@ def decide(
     revision: str,
     observed: Observed,
     states: Iterable[GroupState],
+    *,
+    in_progress: bool = False,
 ) -> Decision:
+    """`in_progress`: the status remembers a rollout under way (status.rolloutStartedAt)."""
     replicas, partition, paused = spec.replicas, spec.rollout.partition, spec.rollout.paused
     lim = limits(spec)
     state = {s.index: s for s in states}
@@ -173,7 +170,7 @@ def decide(
     )
     # Begun and not done: the status remembers a rollout once no old group is left, while the
     # last new groups start and surge groups wait to leave.
-    under_way = bool(old) or observed.rollout_in_progress
+    under_way = bool(old) or in_progress
     target = min(lim.max_surge, len(old))
     fresh = [
         i

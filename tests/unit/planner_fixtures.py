@@ -85,8 +85,16 @@ def make_plan(
     observed: Observed,
     now: float = T0,
     history: health.History | None = None,
+    rollout_in_progress: bool = False,
     **config: Any,
 ):
     return planner.plan(
-        REF, spec, revision(spec), observed, now, planner.PlannerConfig(**config), history
+        REF,
+        spec,
+        revision(spec),
+        observed,
+        now,
+        planner.PlannerConfig(**config),
+        history,
+        rollout_in_progress=rollout_in_progress,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from darwin_operator import vocabulary
+from darwin_operator import capacity, health, vocabulary
 from darwin_operator.observed import Observed, Toleration
 from darwin_operator.planner import (
     DRAIN_SETTLE_SECONDS,
@@ -15,6 +15,7 @@ from darwin_operator.planner import (
     MarkBroken,
     RestoreServing,
     UngateGroup,
+    admitted,
 )
 from darwin_operator.vocabulary import DeleteReason, GroupPhase
 from tests.unit.planner_fixtures import (
@@ -303,3 +304,57 @@ def test_labels_the_planner_reads_are_the_ones_render_writes():
         (0, 2, vocabulary.ROLE_WORKER),
     ]
     assert pods[0].serving == "true" and all(p.gated for p in pods)
+
+
+# ---- the stages: classify once, decide the rollout, act, then admission's answer ----
+
+
+def test_every_group_is_classified_once_per_plan(monkeypatch):
+    """One pass: the health check (the costliest part of classifying) runs once per group,
+    also for groups above replicas that the rollout decides about."""
+    spec = make_spec(replicas=2, rollout={"maxSurge": 1})
+    calls = []
+    real = health.diagnose
+    monkeypatch.setattr(health, "diagnose", lambda g, **kw: calls.append(g.index) or real(g, **kw))
+    old = group_pods(spec, 0, state="ready", rev="old-rev")
+    plan = make_plan(
+        spec,
+        observe(spec, old, group_pods(spec, 1, state="ready"), group_pods(spec, 2, state="ready")),
+        rollout_in_progress=True,
+    )
+    assert sorted(calls) == [0, 1, 2]
+    assert {v.index for v in plan.groups} == {0, 1, 2}
+
+
+def test_admission_answers_settle_the_phases_of_the_groups_that_asked():
+    spec = make_spec(replicas=3)
+    pods = [group_pods(spec, i) for i in range(3)]
+    plan = make_plan(spec, observe(spec, *pods))
+    assert [a.index for a in plan.admissions] == [0, 1, 2]
+    fits = [
+        capacity.Fit(True, ("n-0",), "fits on n-0"),
+        capacity.Fit(False, (), "needs 6 GPUs", capacity.INSUFFICIENT_CAPACITY),
+        capacity.Fit(False, (), "needs 6 GPUs", capacity.INSUFFICIENT_CAPACITY),
+    ]
+    answered = admitted(plan, fits)
+    assert [(v.phase, v.message, v.reason) for v in answered.groups] == [
+        (GroupPhase.SCHEDULING, "gates lifted", ""),
+        (GroupPhase.WAITING_FOR_CAPACITY, "needs 6 GPUs", capacity.INSUFFICIENT_CAPACITY),
+        (GroupPhase.WAITING_FOR_CAPACITY, "needs 6 GPUs", capacity.INSUFFICIENT_CAPACITY),
+    ]
+    assert answered.actions == plan.actions and answered.admissions == plan.admissions
+
+
+def test_a_broken_group_being_scaled_away_does_not_fail_the_endpoint():
+    """Classification sees every group, but only groups the endpoint still wants spend the
+    restart budget: one above replicas is drained and deleted as the scale-down asked."""
+    spec = make_spec(replicas=1, health={"maxGroupRestarts": 0})
+    broken = [replace(p, restarts=1) for p in group_pods(spec, 1, state="ready")]
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready"), broken))
+    assert plan.health.failure is None
+    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
+    assert phases(plan) == {0: GroupPhase.READY, 1: GroupPhase.DRAINING}
+    # the same fault in a wanted group spends the budget: the endpoint is Failed
+    wanted = [replace(p, restarts=1) for p in group_pods(spec, 0, state="ready")]
+    plan = make_plan(spec, observe(spec, wanted))
+    assert plan.health.failure is not None and plan.health.failure.group == 0

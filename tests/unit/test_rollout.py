@@ -41,8 +41,9 @@ def draining(spec, index, rev=OLD):
     return [replace(pods[0], serving="false", drain_started_at=0.0), *pods[1:]]
 
 
-def decide(spec, pods, states, **observed):
-    return rollout.decide(spec, revision(spec), observe(spec, pods, **observed), states)
+def decide(spec, pods, states, rollout_in_progress=False):
+    observed = observe(spec, pods)
+    return rollout.decide(spec, revision(spec), observed, states, in_progress=rollout_in_progress)
 
 
 def test_the_phases_the_rollout_reads_are_the_planners():
@@ -228,13 +229,14 @@ def test_planner_keeps_a_group_above_replicas_serving_until_another_is_ready():
     spec = make_spec(replicas=1, rollout={"maxUnavailable": 0, "maxSurge": 1})
     new = revision(spec)
     starting = groups(spec, [0], rev=new, state="bound")
-    observed = observe(spec, starting, groups(spec, [1], rev=new), rollout_in_progress=True)
-    plan = make_plan(spec, observed)
+    observed = observe(spec, starting, groups(spec, [1], rev=new))
+    plan = make_plan(spec, observed, rollout_in_progress=True)
     assert plan.actions == ()
     assert plan.groups[1].phase == GroupPhase.READY
     assert "serving until another is Ready" in plan.groups[1].message
-    observed = observe(spec, groups(spec, range(2), rev=new), rollout_in_progress=True)
-    assert make_plan(spec, observed).actions == (DrainGroup(1, "darwin-398b-1-0"),)
+    observed = observe(spec, groups(spec, range(2), rev=new))
+    plan = make_plan(spec, observed, rollout_in_progress=True)
+    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
 
 
 def test_paused_planner_puts_a_draining_leader_back():

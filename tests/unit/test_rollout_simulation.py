@@ -130,8 +130,15 @@ class World(OperatorWrites):
 def reconcile(world: World, spec, crash_seed: int | None = None) -> bool:
     """One reconcile, every write checked against the limits; with a seed, the operator dies
     after a random number of its writes. Returns whether it had nothing left to do."""
-    observed = observe(spec, list(world.pods.values()), rollout_in_progress=world.rolling)
-    plan = make_plan(spec, observed, now=world.now, history=world.history, scheduling_timeout=120)
+    observed = observe(spec, list(world.pods.values()))
+    plan = make_plan(
+        spec,
+        observed,
+        now=world.now,
+        history=world.history,
+        rollout_in_progress=world.rolling,
+        scheduling_timeout=120,
+    )
     writes, deletes = world.writes_for(spec, plan)
     if crash_seed is not None:
         rng = random.Random(crash_seed)
