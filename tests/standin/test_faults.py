@@ -22,7 +22,7 @@ def _serving(spawn, model, **kwargs):
 
 
 def test_crash_from_the_fault_file(spawn, model):
-    proc = _serving(spawn, model, env={"STANDIN_DEATH_EXIT_SECONDS": "3"})
+    proc = _serving(spawn, model, env={"STANDIN_DEATH_EXIT_SECONDS": "1.5"})
     proc.fault_file.write_text("crash")
     proc.wait_health(503)
     status, body, _ = proc.request("POST", "/v1/completions", {"model": "m", "prompt": "x"})
@@ -31,7 +31,9 @@ def test_crash_from_the_fault_file(spawn, model):
 
 
 def test_crash_from_the_environment_once_loaded(spawn, model):
-    proc = spawn(str(model(1000)), env={"STANDIN_FAULT": "crash"})
+    proc = spawn(
+        str(model(1000)), env={"STANDIN_FAULT": "crash", "STANDIN_DEATH_EXIT_SECONDS": "0"}
+    )
     assert proc.wait_exit() == 1
     assert "Starting vLLM API server" in proc.output()
     assert "Engine core died: fault: crash" in proc.output()

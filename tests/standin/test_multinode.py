@@ -49,7 +49,7 @@ def test_the_leader_serves_once_every_rank_joined(spawn, model):
 
 
 def test_a_dead_rank_kills_the_leaders_engine(spawn, model):
-    group = Group(spawn, model(1000), env={"STANDIN_DEATH_EXIT_SECONDS": "3"})
+    group = Group(spawn, model(1000), env={"STANDIN_DEATH_EXIT_SECONDS": "1.5"})
     leader, first, second = (group.start(rank) for rank in range(3))
     leader.wait_health(200)
 
