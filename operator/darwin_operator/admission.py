@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from darwin_operator import capacity, render
+from darwin_operator import capacity, render, writes
 from darwin_operator.capacity import Fit
 from darwin_operator.cluster import Cluster
 from darwin_operator.observed import node_from_api, pod_from_api
@@ -76,7 +76,9 @@ class Admitter:
             try:
                 await asyncio.gather(
                     *(
-                        self.cluster.ungate_pods(request.ref.namespace, admission.pods, now)
+                        self.cluster.write_pods(
+                            request.ref.namespace, writes.ungate(admission.pods, now)
+                        )
                         for admission, fit in zip(request.admissions, fits, strict=True)
                         if fit.fits
                     )

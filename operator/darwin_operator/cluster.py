@@ -12,22 +12,17 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes.client
 import kubernetes.config
 
-from darwin_operator import api, metrics, vocabulary
+from darwin_operator import api, metrics, vocabulary, writes
 from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
-from darwin_operator.vocabulary import (
-    ANNOTATION_ADMITTED_AT,
-    ANNOTATION_DELETE_REASON,
-    ANNOTATION_DRAIN_STARTED_AT,
-    format_time,
-)
+from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +92,11 @@ class Cluster:
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",
-    ) -> dict[str, Any]:
+        fine: Collection[int] = (),
+    ) -> dict[str, Any] | None:
+        """The response body; an error status raises ApiError, unless it is one of `fine`, the
+        answers that are fine where the request is made (404 when deleting a pod that is gone,
+        409 when creating one that exists): then None."""
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -120,6 +119,8 @@ class Cluster:
         payload = json.loads(data) if data else {}
         if not 200 <= response.status < 300:
             metrics.API_ERRORS.labels(api_verb(method, path), str(response.status)).inc()
+            if response.status in fine:
+                return None
             raise ApiError(
                 response.status,
                 payload.get("reason", "") if isinstance(payload, dict) else "",
@@ -127,7 +128,7 @@ class Cluster:
             )
         return payload
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, lambda: self.request_sync(method, path, **kwargs)
@@ -136,12 +137,7 @@ class Cluster:
     # ---- reads ----
 
     async def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", f"{_ENDPOINTS.format(ns=namespace)}/{name}")
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self.request("GET", f"{_ENDPOINTS.format(ns=namespace)}/{name}", fine=[404])
 
     async def endpoint_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         selector = f"{vocabulary.LABEL_ENDPOINT}={name}"
@@ -169,14 +165,10 @@ class Cluster:
     async def secret_exists(self, namespace: str, name: str) -> bool | None:
         """Whether the Secret exists, asking for its metadata only (never its data).
         None when the operator may not look (then pods report the problem themselves)."""
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
         try:
-            await self.request(
-                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", accept=_METADATA_ONLY
-            )
-            return True
+            return await self.request("GET", path, accept=_METADATA_ONLY, fine=[404]) is not None
         except ApiError as e:
-            if e.status == 404:
-                return False
             if e.status == 403:
                 return None
             raise
@@ -184,12 +176,8 @@ class Cluster:
     async def list_nodes(self) -> list[dict[str, Any]] | None:
         """Every node (for the health of the nodes holding group members); None when the
         operator may not list nodes."""
-        try:
-            return (await self.request("GET", "/api/v1/nodes")).get("items") or []
-        except ApiError as e:
-            if e.status == 403:
-                return None
-            raise
+        listed = await self.request("GET", "/api/v1/nodes", fine=[403])
+        return None if listed is None else listed.get("items") or []
 
     async def capacity_inputs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All nodes and all non-terminal pods, read fresh (no cache) for gang admission."""
@@ -222,103 +210,44 @@ class Cluster:
 
     # ---- writes ----
 
-    async def create_pods(self, namespace: str, pods: Iterable[Mapping[str, Any]]) -> int:
-        """Create the pods that do not exist yet; returns how many were created."""
+    async def write_pods(self, namespace: str, pod_writes: Iterable[writes.PodWrite]) -> int:
+        """Send pod writes (writes.py) concurrently; returns how many took effect (a create of a
+        pod that exists, or a patch or delete of one that is gone, does not)."""
+        pods = f"/api/v1/namespaces/{namespace}/pods"
 
-        async def create(pod: Mapping[str, Any]) -> int:
-            try:
-                await self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
-                return 1
-            except ApiError as e:
-                if e.status == 409:  # AlreadyExists: a repeated create is harmless
-                    return 0
-                raise
+        async def send(write: writes.PodWrite) -> dict[str, Any] | None:
+            match write:
+                case writes.CreatePod(body=body):
+                    return await self.request("POST", pods, body=body, fine=[409])
+                case writes.DeletePod(name=name):
+                    return await self.request("DELETE", f"{pods}/{name}", fine=[404])
+                case writes.PatchPod(name=name, ungate=True):
+                    # a strategic merge patch: the one way to remove one scheduling gate
+                    patch = {
+                        "metadata": _meta_patch(write),
+                        "spec": {
+                            "schedulingGates": [{"$patch": "delete", "name": SCHEDULING_GATE}]
+                        },
+                    }
+                    return await self.request(
+                        "PATCH",
+                        f"{pods}/{name}",
+                        body=patch,
+                        content_type="application/strategic-merge-patch+json",
+                        fine=[404],
+                    )
+                case writes.PatchPod(name=name):
+                    return await self.request(
+                        "PATCH",
+                        f"{pods}/{name}",
+                        body={"metadata": _meta_patch(write)},
+                        content_type="application/merge-patch+json",
+                        fine=[404],
+                    )
+            raise TypeError(write)
 
-        return sum(await asyncio.gather(*(create(p) for p in pods)))
-
-    async def ungate_pods(self, namespace: str, names: Iterable[str], now: float) -> int:
-        """Lift our scheduling gate, stamping when, so a scheduling timeout survives restarts."""
-        patch = {
-            "metadata": {"annotations": {ANNOTATION_ADMITTED_AT: format_time(now)}},
-            "spec": {"schedulingGates": [{"$patch": "delete", "name": vocabulary.SCHEDULING_GATE}]},
-        }
-
-        async def ungate(name: str) -> int:
-            try:
-                await self.request(
-                    "PATCH",
-                    f"/api/v1/namespaces/{namespace}/pods/{name}",
-                    body=patch,
-                    content_type="application/strategic-merge-patch+json",
-                )
-                return 1
-            except ApiError as e:
-                if e.status == 404:
-                    return 0
-                raise
-
-        return sum(await asyncio.gather(*(ungate(n) for n in names)))
-
-    async def set_serving(self, namespace: str, pod: str, serving: bool, now: float) -> None:
-        """Move a leader in or out of the client Service; the drain start is kept on the pod,
-        to the millisecond (drainSeconds is a guarantee: no second may be lost to rounding)."""
-        started = None if serving else format_time(now)
-        patch = {
-            "metadata": {
-                "labels": {vocabulary.LABEL_SERVING: "true" if serving else "false"},
-                "annotations": {ANNOTATION_DRAIN_STARTED_AT: started},
-            }
-        }
-        try:
-            await self.request(
-                "PATCH",
-                f"/api/v1/namespaces/{namespace}/pods/{pod}",
-                body=patch,
-                content_type="application/merge-patch+json",
-            )
-        except ApiError as e:
-            if e.status != 404:
-                raise
-
-    async def annotate_pods(
-        self, namespace: str, names: Iterable[str], annotations: Mapping[str, str]
-    ) -> int:
-        patch = {"metadata": {"annotations": dict(annotations)}}
-
-        async def annotate(name: str) -> int:
-            try:
-                await self.request(
-                    "PATCH",
-                    f"/api/v1/namespaces/{namespace}/pods/{name}",
-                    body=patch,
-                    content_type="application/merge-patch+json",
-                )
-                return 1
-            except ApiError as e:
-                if e.status == 404:
-                    return 0
-                raise
-
-        return sum(await asyncio.gather(*(annotate(n) for n in names)))
-
-    async def delete_pods(self, namespace: str, names: Iterable[str], reason: str = "") -> int:
-        """Delete pods of one group. With a reason, every pod is stamped with it first, before
-        any is deleted: pods that lose a member without the stamp were deleted by someone else
-        (health.py), also when the operator is killed part way through its deletion."""
-        names = list(names)
-        if reason:
-            await self.annotate_pods(namespace, names, {ANNOTATION_DELETE_REASON: reason})
-
-        async def delete(name: str) -> int:
-            try:
-                await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
-                return 1
-            except ApiError as e:
-                if e.status == 404:
-                    return 0
-                raise
-
-        return sum(await asyncio.gather(*(delete(n) for n in names)))
+        done = await asyncio.gather(*(send(w) for w in pod_writes))
+        return sum(1 for d in done if d is not None)
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply: creates the object or brings the fields we own to `obj`."""
@@ -382,3 +311,12 @@ class Cluster:
             body=patch,
             content_type="application/merge-patch+json",
         )
+
+
+def _meta_patch(write: writes.PatchPod) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if write.labels:
+        meta["labels"] = dict(write.labels)
+    if write.annotations:
+        meta["annotations"] = dict(write.annotations)
+    return meta

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from darwin_operator.cluster import ApiError, Cluster
+from darwin_operator.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,14 @@ def priority_below(peers: dict, identity: str) -> int:
 
 
 def _get_or_create(cluster: Cluster, obj: PeeringObject) -> dict:
-    try:
-        return cluster.request_sync("GET", f"{obj.path}/{obj.name}")
-    except ApiError as e:
-        if e.status != 404:
-            raise
+    found = cluster.request_sync("GET", f"{obj.path}/{obj.name}", fine=[404])
+    if found is not None:
+        return found
     metadata = {"name": obj.name} | ({"namespace": obj.namespace} if obj.namespace else {})
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": obj.kind, "metadata": metadata}
-    try:
-        return cluster.request_sync("POST", obj.path, body=body)
-    except ApiError as e:
-        if e.status != 409:  # AlreadyExists: another replica created it first
-            raise
-    return cluster.request_sync("GET", f"{obj.path}/{obj.name}")
+    # 409 AlreadyExists: another replica created it first
+    created = cluster.request_sync("POST", obj.path, body=body, fine=[409])
+    return created if created is not None else cluster.request_sync("GET", f"{obj.path}/{obj.name}")
 
 
 def _entry(priority: int, lifetime: int) -> dict:
@@ -96,18 +91,16 @@ def register(cluster: Cluster, objects: list[PeeringObject], identity: str, life
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
             "status": {identity: _entry(priority, lifetime)},
         }
-        try:
-            cluster.request_sync(
-                "PATCH",
-                f"{first.path}/{first.name}",
-                body=patch,
-                content_type="application/merge-patch+json",
-            )
+        registered = cluster.request_sync(
+            "PATCH",
+            f"{first.path}/{first.name}",
+            body=patch,
+            content_type="application/merge-patch+json",
+            fine=[409],  # Conflict: someone registered meanwhile
+        )
+        if registered is not None:
             break
-        except ApiError as e:
-            if e.status != 409:
-                raise
-            log.info("peering %s changed while registering; retrying", first.name)
+        log.info("peering %s changed while registering; retrying", first.name)
     for obj in rest:
         _get_or_create(cluster, obj)
         cluster.request_sync(

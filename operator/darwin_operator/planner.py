@@ -417,7 +417,7 @@ class _Planner:
 
     def finishing(self, g: ObservedGroup) -> GroupState:
         """A group part way through deletion: finish it; a new one follows once it is gone.
-        The operator stamps a group's pods before deleting any (cluster.delete_pods), so a
+        The operator stamps a group's pods before deleting any (writes.of), so a
         deletion it was killed in the middle of shows on the pods it did not reach."""
         live = tuple(p.name for p in g.pods if not p.deleting)
         course = (DeleteGroup(g.index, DeleteReason.UNFINISHED_DELETE, live),) if live else ()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from darwin_operator import api, metrics, planner, render, status, validation
+from darwin_operator import api, metrics, planner, render, status, validation, writes
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
@@ -24,7 +24,6 @@ from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import Observed, groups_from_pods, node_from_api, pod_from_api
 from darwin_operator.planner import GroupView, PlannerConfig
 from darwin_operator.vocabulary import (
-    ANNOTATION_BROKEN,
     ANNOTATION_RESTARTED_AT,
     ANNOTATION_SPEC_HASH,
     DeleteReason,
@@ -183,26 +182,27 @@ class Reconciler:
 
         async def run(action: planner.Action) -> None:
             endpoint_log(log, ns, ref.name).info("%s", _describe(action))
+            if isinstance(action, planner.ApplyObject):
+                await self.cluster.apply(action.body)
+                return
+            # A drain is timed from its write, not from the start of the reconcile.
+            at = self.clock() if isinstance(action, planner.DrainGroup) else now
+            pod_writes = writes.of(action, ref, spec, revision, at)
+            done = await self.cluster.write_pods(ns, pod_writes.first)
+            if pod_writes.last:
+                done = await self.cluster.write_pods(ns, pod_writes.last)
             match action:
-                case planner.ApplyObject(body=body):
-                    await self.cluster.apply(body)
-                case planner.CreateGroup(index=index, gated=gated):
-                    pods = render.render_group(ref, spec, revision, index, gated=gated)
-                    created = await self.cluster.create_pods(ns, pods)
-                    if created:
-                        how = "gated" if gated else "ungated"
-                        notes.append(
-                            EventNote(
-                                NORMAL,
-                                Reason.GROUP_CREATED,
-                                f"group {index}: created {created} of {len(pods)} pods ({how})",
-                            )
+                case planner.CreateGroup(index=index, gated=gated) if done:
+                    how = "gated" if gated else "ungated"
+                    notes.append(
+                        EventNote(
+                            NORMAL,
+                            Reason.GROUP_CREATED,
+                            f"group {index}: created {done} of {len(pod_writes.first)} pods "
+                            f"({how})",
                         )
-                case planner.UngateGroup(pods=pods):
-                    await self.cluster.ungate_pods(ns, pods, now)
-                case planner.DrainGroup(index=index, leader=leader):
-                    # The drain is timed from this write, not from the start of the reconcile.
-                    await self.cluster.set_serving(ns, leader, False, self.clock())
+                    )
+                case planner.DrainGroup(index=index):
                     notes.append(
                         EventNote(
                             NORMAL,
@@ -211,13 +211,8 @@ class Reconciler:
                             f"drainSeconds ({spec.rollout.drain_seconds}s) if it was serving",
                         )
                     )
-                case planner.RestoreServing(leader=leader):
-                    await self.cluster.set_serving(ns, leader, True, now)
-                case planner.MarkBroken(mark=mark, pods=pods):
-                    await self.cluster.annotate_pods(ns, pods, {ANNOTATION_BROKEN: mark})
-                case planner.DeleteGroup(index=index, reason=reason, pods=pods):
-                    deleted = await self.cluster.delete_pods(ns, pods, reason.value)
-                    if deleted and reason != DeleteReason.UNFINISHED_DELETE:
+                case planner.DeleteGroup(index=index, reason=reason) if done:
+                    if reason != DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
         applies = [a for a in plan.actions if isinstance(a, planner.ApplyObject)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from darwin_operator import api, vocabulary
+from darwin_operator import api, vocabulary, writes
 from darwin_operator.cluster import ApiError
-from darwin_operator.vocabulary import ANNOTATION_ADMITTED_AT, format_time
+from darwin_operator.vocabulary import format_time
 
 UID = "0d1e2f3a-0000-4000-8000-000000000001"
 GPU = "nvidia.com/gpu"
@@ -32,6 +32,23 @@ def node(name: str, gpus: int = 8) -> dict[str, Any]:
             "allocatable": {GPU: str(gpus)},
         },
     }
+
+
+def apply_patch(pod: dict[str, Any], write: writes.PatchPod) -> None:
+    """A merge patch of labels and annotations (None removes a key), and our gate lifted."""
+    meta = pod["metadata"]
+    for section, values in (("labels", write.labels), ("annotations", write.annotations)):
+        target = meta.setdefault(section, {})
+        for key, value in values:
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+    if write.ungate:
+        gates = pod["spec"].get("schedulingGates") or []
+        pod["spec"]["schedulingGates"] = [
+            g for g in gates if g["name"] != vocabulary.SCHEDULING_GATE
+        ]
 
 
 class FakeCluster:
@@ -67,39 +84,24 @@ class FakeCluster:
         if self.apply_error is not None:
             raise self.apply_error
 
-    async def create_pods(self, namespace: str, pods) -> int:
-        created = 0
-        for pod in pods:
-            name = pod["metadata"]["name"]
-            if name not in self.pods:
-                pod = copy.deepcopy(pod)
-                pod["metadata"]["creationTimestamp"] = format_time(self.clock)
-                pod["status"] = {"phase": "Pending"}
-                self.pods[name] = pod
-                created += 1
-        return created
-
-    async def ungate_pods(self, namespace: str, names, now: float) -> int:
-        for name in names:
-            pod = self.pods[name]
-            pod["spec"]["schedulingGates"] = [
-                g
-                for g in pod["spec"].get("schedulingGates") or []
-                if g["name"] != vocabulary.SCHEDULING_GATE
-            ]
-            pod["metadata"].setdefault("annotations", {})[ANNOTATION_ADMITTED_AT] = format_time(now)
-        return len(list(names))
-
-    async def set_serving(self, namespace: str, pod: str, serving: bool, now: float) -> None:
-        pass
-
-    async def annotate_pods(self, namespace: str, names, annotations) -> int:
-        for name in names:
-            self.pods[name]["metadata"].setdefault("annotations", {}).update(annotations)
-        return len(list(names))
-
-    async def delete_pods(self, namespace: str, names, reason: str = "") -> int:
-        return sum(1 for name in names if self.pods.pop(name, None) is not None)
+    async def write_pods(self, namespace: str, pod_writes) -> int:
+        """What the API server does with the operator's pod writes (writes.py)."""
+        done = 0
+        for write in pod_writes:
+            match write:
+                case writes.CreatePod(name=name, body=body) if name not in self.pods:
+                    pod = copy.deepcopy(body)
+                    pod["metadata"]["creationTimestamp"] = format_time(self.clock)
+                    pod["status"] = {"phase": "Pending"}
+                    self.pods[name] = pod
+                case writes.PatchPod(name=name) if name in self.pods:
+                    apply_patch(self.pods[name], write)
+                case writes.DeletePod(name=name) if name in self.pods:
+                    del self.pods[name]
+                case _:
+                    continue  # exists already, or gone: the answers the operator lets pass
+            done += 1
+        return done
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.endpoint["status"] = copy.deepcopy(status)

@@ -1,21 +1,15 @@
 """The operator's writes applied to a simulated cluster, for the planner simulations: each
-action becomes the writes cluster.py makes, one callable per write, so a test can stop (kill the
-operator) between any two of them."""
+action becomes the writes cluster.py sends (writes.py), one callable per write, so a test can
+stop (kill the operator) between any two of them."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
-from darwin_operator import capacity, render
+from darwin_operator import capacity, writes
 from darwin_operator.observed import NodeInfo, ObservedPod, pod_from_api
-from darwin_operator.planner import (
-    CreateGroup,
-    DeleteGroup,
-    DrainGroup,
-    MarkBroken,
-    RestoreServing,
-    UngateGroup,
-)
+from tests.unit.fake_cluster import apply_patch
 from tests.unit.planner_fixtures import REF, revision
 
 GPU = "nvidia.com/gpu"
@@ -32,38 +26,38 @@ def b200_nodes(count: int, prefix: str = "node") -> list[NodeInfo]:
     ]
 
 
+# The fields of an observed pod that the operator's pod writes can change (labels, annotations
+# and our gate), read the way the operator reads them (observed.pod_from_api).
+_WRITTEN = (
+    "serving",
+    "admitted_at",
+    "drain_started_at",
+    "marked_broken",
+    "marked_deleted",
+    "gated",
+    "foreign_gates",
+)
+
+
 class OperatorWrites:
-    """Pods by name (so a name exists once) and a clock; subclasses add the rest of the world."""
+    """Pods by name (so a name exists once) and a clock; subclasses add the rest of the world.
+    Each pod is kept twice: as the API server stores what the operator wrote (`objects`) and as
+    the operator observes it, with what the scheduler and kubelet did (`pods`)."""
 
     nodes: list[NodeInfo]
     pods: dict[str, ObservedPod]
+    objects: dict[str, dict]
     now: float
 
     def writes_for(self, spec, plan) -> tuple[list, list]:
-        """Writes in any order the operator may make them, except that it stamps every pod of
-        a group it deletes before deleting any (cluster.delete_pods): deletions come last."""
-        writes, deletes = [], []
+        """The operator's writes for the plan (writes.py, as cluster.py sends them), one callable
+        each: the first ones in any order, deletions last."""
+        first, last = [], []
         for action in plan.actions:
-            match action:
-                case CreateGroup(index=i, gated=gated):
-                    for obj in render.render_group(REF, spec, revision(spec), i, gated=gated):
-                        writes.append(lambda obj=obj: self.create(obj))
-                case UngateGroup(pods=names):
-                    writes += [lambda n=n: self.ungate(n) for n in names]
-                case DrainGroup(leader=n):
-                    writes.append(
-                        lambda n=n: self.patch(n, serving="false", drain_started_at=self.now)
-                    )
-                case RestoreServing(leader=n):
-                    writes.append(lambda n=n: self.patch(n, serving="true", drain_started_at=None))
-                case MarkBroken(mark=mark, pods=names):
-                    writes += [lambda n=n, m=mark: self.patch(n, marked_broken=m) for n in names]
-                case DeleteGroup(reason=reason, pods=names):
-                    writes += [
-                        lambda n=n, r=reason: self.patch(n, marked_deleted=r.value) for n in names
-                    ]
-                    deletes += [lambda n=n: self.patch(n, deleting=True) for n in names]
-        return writes, deletes
+            pod_writes = writes.of(action, REF, spec, revision(spec), self.now)
+            first += [lambda w=w: self.apply(w) for w in pod_writes.first]
+            last += [lambda w=w: self.apply(w) for w in pod_writes.last]
+        return first, last
 
     def admission_writes(self, plan) -> list:
         """What the reconciler does under the admission lock, from fresh capacity."""
@@ -72,20 +66,26 @@ class OperatorWrites:
         free = capacity.free_gpus(self.nodes, self.pods.values(), GPU)
         fits = capacity.admit_in_order([a.demand for a in plan.admissions], self.nodes, free)
         return [
-            lambda n=n: self.ungate(n)
+            lambda w=w: self.apply(w)
             for a, fit in zip(plan.admissions, fits, strict=True)
             if fit.fits
-            for n in a.pods
+            for w in writes.ungate(a.pods, self.now)
         ]
 
-    def create(self, obj) -> None:
-        name = obj["metadata"]["name"]
-        if name not in self.pods:  # AlreadyExists is harmless
-            self.pods[name] = replace(pod_from_api(obj), created_at=self.now)
-
-    def ungate(self, name: str) -> None:
-        if name in self.pods:
-            self.patch(name, gated=False, admitted_at=self.now)
+    def apply(self, write: writes.PodWrite) -> None:
+        """What the API server does with one write; a pod that exists is not created again, one
+        that is gone is not patched."""
+        name = write.name
+        if isinstance(write, writes.CreatePod):
+            if name not in self.pods:
+                self.objects[name] = copy.deepcopy(write.body)
+                self.pods[name] = replace(pod_from_api(write.body), created_at=self.now)
+        elif name in self.pods and isinstance(write, writes.DeletePod):
+            self.patch(name, deleting=True)
+        elif name in self.pods:
+            apply_patch(self.objects[name], write)
+            seen = pod_from_api(self.objects[name])
+            self.patch(name, **{f: getattr(seen, f) for f in _WRITTEN})
 
     def patch(self, name: str, **fields) -> None:
         if name in self.pods:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from darwin_operator import writes
 from darwin_operator.admission import Admitter
 from darwin_operator.capacity import GroupDemand
 from darwin_operator.observed import Placement
@@ -34,8 +35,9 @@ class FakeCluster:
         await asyncio.sleep(0.01)
         return self.nodes, list(self.pods)
 
-    async def ungate_pods(self, namespace, names, now):
+    async def write_pods(self, namespace, pod_writes):
         await asyncio.sleep(0.01)
+        names = [w.name for w in pod_writes if isinstance(w, writes.PatchPod) and w.ungate]
         for name in names:
             self.ungated.append(name)
             self.pods.append(

@@ -27,10 +27,11 @@ class FakePeeringApi:
         )
         self.interleave = interleave
 
-    def request_sync(self, method, path, body=None, **_):
+    def request_sync(self, method, path, body=None, fine=(), **_):
+        """As Cluster.request_sync: an error answer raises, or is None where it is fine."""
         if method == "GET":
             if self.obj is None:
-                raise ApiError(404, "NotFound", "")
+                return _error(404, "NotFound", fine)
             seen = copy.deepcopy(self.obj)
             if self.interleave:
                 interleave, self.interleave = self.interleave, None
@@ -41,12 +42,18 @@ class FakePeeringApi:
             return self.obj
         precondition = body.get("metadata", {}).get("resourceVersion")
         if precondition and precondition != self.obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
+            return _error(409, "Conflict", fine)
         self.obj["status"].update(body["status"])
         self.obj["metadata"]["resourceVersion"] = str(
             int(self.obj["metadata"]["resourceVersion"]) + 1
         )
         return self.obj
+
+
+def _error(status: int, reason: str, fine) -> None:
+    if status not in fine:
+        raise ApiError(status, reason, "")
+    return None
 
 
 CLUSTER_WIDE = [PeeringObject("darwin-operator", None)]

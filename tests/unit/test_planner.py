@@ -265,7 +265,7 @@ def test_group_wanted_again_while_draining_returns_to_the_service():
 
 
 def test_terminating_group_is_waited_for_and_an_unfinished_delete_is_finished():
-    # The operator stamps every pod of a group before deleting any (cluster.delete_pods): a
+    # The operator stamps every pod of a group before deleting any (writes.of): a
     # delete it was killed in the middle of shows on the pods it did not reach.
     spec = make_spec(placement={"podsPerGroup": 3}, replicas=3)
     ours = {"marked_deleted": "Incomplete"}

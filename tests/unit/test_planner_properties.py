@@ -24,6 +24,7 @@ class World(OperatorWrites):
     def __init__(self) -> None:
         self.nodes = NODES
         self.pods: dict[str, ObservedPod] = {}
+        self.objects: dict[str, dict] = {}  # as the API server stores them
         self.now = T0
         self.history = health.History()  # what the endpoint's status holds
 

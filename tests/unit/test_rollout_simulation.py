@@ -45,6 +45,7 @@ class World(OperatorWrites):
     def __init__(self, rng: random.Random, pods_per_group: int) -> None:
         self.nodes = NODES
         self.pods: dict[str, ObservedPod] = {}
+        self.objects: dict[str, dict] = {}  # as the API server stores them
         self.ready_at: dict[str, float] = {}
         self.now = T0
         self.history = health.History()

@@ -1,0 +1,108 @@
+"""What each planned action writes to the API, pod by pod (pure).
+
+The one mapping from the planner's actions to requests: cluster.py sends these writes, and the
+tests' simulated clusters apply the same ones, so what an action does to the cluster is written
+down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from darwin_operator import planner, render
+from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.vocabulary import (
+    ANNOTATION_ADMITTED_AT,
+    ANNOTATION_BROKEN,
+    ANNOTATION_DELETE_REASON,
+    ANNOTATION_DRAIN_STARTED_AT,
+    LABEL_SERVING,
+    format_time,
+)
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    """Create the pod unless it exists (a repeated create is harmless)."""
+
+    name: str
+    body: dict[str, Any] = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PatchPod:
+    """Merge labels and annotations into a pod (None removes one); optionally lift our
+    scheduling gate. A pod that is gone is left alone."""
+
+    name: str
+    labels: tuple[tuple[str, str | None], ...] = ()
+    annotations: tuple[tuple[str, str | None], ...] = ()
+    ungate: bool = False
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+
+
+PodWrite = CreatePod | PatchPod | DeletePod
+
+
+@dataclass(frozen=True)
+class Writes:
+    """An action's pod writes: `first` in any order, then `last` (deletions: every pod of a
+    group is stamped with the reason before any is deleted, so a deletion the operator was
+    killed in the middle of shows on the pods it did not reach, see health.py)."""
+
+    first: tuple[PodWrite, ...] = ()
+    last: tuple[PodWrite, ...] = ()
+
+
+def ungate(pods: Iterable[str], now: float) -> tuple[PatchPod, ...]:
+    """Lift our gate, stamping when: the scheduling timeout counts from it, across restarts."""
+    stamp = ((ANNOTATION_ADMITTED_AT, format_time(now)),)
+    return tuple(PatchPod(name, annotations=stamp, ungate=True) for name in pods)
+
+
+def serving(pod: str, value: bool, now: float) -> PatchPod:
+    """Move a leader in or out of the client Service. The drain start is kept on the pod to the
+    millisecond (drainSeconds is a guarantee: no second may be lost to rounding)."""
+    started = None if value else format_time(now)
+    return PatchPod(
+        pod,
+        labels=((LABEL_SERVING, "true" if value else "false"),),
+        annotations=((ANNOTATION_DRAIN_STARTED_AT, started),),
+    )
+
+
+def of(
+    action: planner.Action,
+    ref: render.EndpointRef,
+    spec: DarwinEndpointSpec,
+    revision: str,
+    now: float,
+) -> Writes:
+    """The pod writes of one action (none for ApplyObject, which is not about pods)."""
+    match action:
+        case planner.CreateGroup(index=index, gated=gated):
+            pods = render.render_group(ref, spec, revision, index, gated=gated)
+            return Writes(tuple(CreatePod(p["metadata"]["name"], p) for p in pods))
+        case planner.UngateGroup(pods=pods):
+            return Writes(ungate(pods, now))
+        case planner.DrainGroup(leader=leader):
+            return Writes((serving(leader, False, now),))
+        case planner.RestoreServing(leader=leader):
+            return Writes((serving(leader, True, now),))
+        case planner.MarkBroken(mark=mark, pods=pods):
+            return Writes(
+                tuple(PatchPod(p, annotations=((ANNOTATION_BROKEN, mark),)) for p in pods)
+            )
+        case planner.DeleteGroup(reason=reason, pods=pods):
+            stamp = ((ANNOTATION_DELETE_REASON, reason.value),)
+            return Writes(
+                tuple(PatchPod(p, annotations=stamp) for p in pods),
+                tuple(DeletePod(p) for p in pods),
+            )
+    return Writes()
