@@ -32,6 +32,7 @@ _PATHS = {  # kind -> collection path of the objects the operator applies
     "Service": "/api/v1/namespaces/{ns}/services",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
 }
+_REVISIONS = "/apis/apps/v1/namespaces/{ns}/controllerrevisions"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
@@ -162,6 +163,15 @@ class Cluster:
                 objects.append(item)
         return objects
 
+    async def stored_revisions(self, namespace: str, name: str) -> list[dict[str, Any]] | None:
+        """The endpoint's ControllerRevisions (revisions.py); None when the operator may not
+        list them."""
+        selector = [("labelSelector", f"{vocabulary.LABEL_ENDPOINT}={name}")]
+        listed = await self.request(
+            "GET", _REVISIONS.format(ns=namespace), query=selector, fine=[403]
+        )
+        return None if listed is None else listed.get("items") or []
+
     async def secret_exists(self, namespace: str, name: str) -> bool | None:
         """Whether the Secret exists, asking for its metadata only (never its data).
         None when the operator may not look (then pods report the problem themselves)."""
@@ -248,6 +258,14 @@ class Cluster:
 
         done = await asyncio.gather(*(send(w) for w in pod_writes))
         return sum(1 for d in done if d is not None)
+
+    async def store_revision(self, obj: Mapping[str, Any]) -> None:
+        """Create a ControllerRevision; one that exists already is left as it is (immutable)."""
+        path = _REVISIONS.format(ns=obj["metadata"]["namespace"])
+        await self.request("POST", path, body=obj, fine=[409])
+
+    async def prune_revision(self, namespace: str, name: str) -> None:
+        await self.request("DELETE", f"{_REVISIONS.format(ns=namespace)}/{name}", fine=[404])
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply: creates the object or brings the fields we own to `obj`."""

@@ -210,6 +210,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class StoredRevision:
+    """A revision whose spec is kept in the cluster (a ControllerRevision, revisions.py)."""
+
+    name: str
+    revision: str
+    number: int  # ControllerRevision.revision: 1 for the endpoint's first, then counting up
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything one reconcile of one endpoint saw."""
 
@@ -219,6 +228,8 @@ class Observed:
     secret_missing: bool = False  # spec.model.tokenSecretRef names a Secret that is not there
     # nodes holding the endpoint's pods, by name; None when they could not be read
     nodes: tuple[tuple[str, NodeInfo], ...] | None = None
+    # the endpoint's stored revisions; None when they could not be read
+    revisions: tuple[StoredRevision, ...] | None = None
 
     def group(self, index: int) -> ObservedGroup | None:
         return next((g for g in self.groups if g.index == index), None)

@@ -23,12 +23,12 @@ A plan is made in stages, each reading only what the ones before produced:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import Any
 
-from darwin_operator import health, render, rollout, topology
+from darwin_operator import health, render, revisions, rollout, topology
 from darwin_operator.api import DarwinEndpointSpec, Gang
 from darwin_operator.capacity import Fit, GroupDemand
 from darwin_operator.observed import Observed, ObservedGroup, ObservedPod
@@ -55,6 +55,7 @@ class CreateGroup:
 
     index: int
     gated: bool
+    revision: str = ""  # an older stored revision to build it from; "" for the update revision
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,31 @@ class ApplyObject:
     body: dict[str, Any] = field(hash=False, compare=False)
 
 
+@dataclass(frozen=True)
+class StoreRevision:
+    """Keep the update revision's spec in the cluster (revisions.py), numbered `number`."""
+
+    revision: str
+    number: int
+
+
+@dataclass(frozen=True)
+class PruneRevision:
+    """Delete a stored revision that no group uses and that is not among the newest."""
+
+    name: str
+
+
 Action = (
-    CreateGroup | UngateGroup | DrainGroup | RestoreServing | MarkBroken | DeleteGroup | ApplyObject
+    CreateGroup
+    | UngateGroup
+    | DrainGroup
+    | RestoreServing
+    | MarkBroken
+    | DeleteGroup
+    | ApplyObject
+    | StoreRevision
+    | PruneRevision
 )
 
 
@@ -259,11 +283,14 @@ class _Planner:
         config: PlannerConfig,
         history: health.History,
         rollout_in_progress: bool,
+        remembered_revisions: Mapping[int, str],
     ) -> None:
         self.ref, self.spec, self.revision = ref, spec, revision
         self.observed, self.now, self.config = observed, now, config
         self.persisted = self.history = history  # as the status holds it / with this plan's
         self.rollout_in_progress = rollout_in_progress
+        self.remembered_revisions = remembered_revisions
+        self.stored = {s.revision for s in observed.revisions or ()}
         self.nodes = None if observed.nodes is None else dict(observed.nodes)
         self.shape = topology.shape_of(spec)
         self.gang = spec.placement.gang == Gang.GATE
@@ -283,6 +310,7 @@ class _Planner:
         )
         self.objects()
         self.act(states, decision)
+        self.keep_revisions()
         future = [d - self.now for d in self.deadlines if d > self.now]
         return Plan(
             actions=tuple(self.actions),
@@ -336,12 +364,14 @@ class _Planner:
         return replace(state, watch=watch)
 
     def missing(self, index: int, failing: bool) -> GroupState:
-        """A group deleted after a failure waits out its backoff; none comes back while Failed."""
+        """A group deleted after a failure waits out its backoff; none comes back while Failed.
+        It comes back on the revision it had if the rollout is to leave it there."""
         past = self.persisted.of(index)
         window = self.spec.health.restart_window_seconds
+        revision = self.kept_revision(index)
 
         def state(phase: GroupPhase, message: str, **kw: Any) -> GroupState:
-            view = GroupView(index, self.revision, phase, 0, 0, 0, message)
+            view = GroupView(index, revision, phase, 0, 0, 0, message)
             return GroupState(Standing.MISSING, view, **kw)
 
         if failing and past.recreations:
@@ -356,11 +386,20 @@ class _Planner:
             )
             return state(GroupPhase.BACKING_OFF, message, deadlines=(at,))
         n = self.shape.pods_per_group
+        older = "" if revision == self.revision else revision
         return state(
             GroupPhase.PENDING,
-            f"creating {_pods(n)}",
-            course=(CreateGroup(index, gated=self.gang),),
+            f"creating {_pods(n)}" + (f" on revision {older}" if older else ""),
+            course=(CreateGroup(index, gated=self.gang, revision=older),),
         )
+
+    def kept_revision(self, index: int) -> str:
+        """The revision a group at this index is created on: below the partition, the one the
+        status last showed for it, if its spec is stored; else the update revision."""
+        remembered = self.remembered_revisions.get(index, "")
+        if index < self.spec.rollout.partition and remembered in self.stored:
+            return remembered
+        return self.revision
 
     # Health (health.py): a broken group is recreated whole, with backoff, within a budget. One
     # step per reconcile, so that the cluster always tells what comes next, whenever the
@@ -642,6 +681,18 @@ class _Planner:
             message = f"{message}; draining until {format_time(until)}"
         self.views.append(_view(g, GroupPhase.DRAINING, message))
 
+    def keep_revisions(self) -> None:
+        """Store the update revision; prune what no group uses, beyond a short history."""
+        stored = self.observed.revisions
+        if stored is None:  # not readable (e.g. an older chart's RBAC): nothing is kept
+            return
+        if self.revision not in self.stored:
+            self.actions.append(StoreRevision(self.revision, revisions.next_number(stored)))
+        in_use = {self.revision, *(g.revision for g in self.observed.groups)}
+        in_use |= {v.revision for v in self.views}
+        for old in revisions.prunable(stored, in_use):
+            self.actions.append(PruneRevision(old.name))
+
     def blocked_reason(self) -> str:
         if self.observed.secret_missing and self.spec.model.token_secret_ref is not None:
             ref = self.spec.model.token_secret_ref
@@ -666,10 +717,12 @@ def plan(
     history: health.History | None = None,
     *,
     rollout_in_progress: bool = False,
+    remembered_revisions: Mapping[int, str] | None = None,
 ) -> Plan:
     """Stages 1 to 3. What the status remembers: `history`, the recreation history
-    (status.history_of), and `rollout_in_progress`, whether status.rolloutStartedAt is set
-    (rollout.py: groups above replicas are its surge groups until it is done)."""
+    (status.history_of); `rollout_in_progress`, whether status.rolloutStartedAt is set
+    (rollout.py: groups above replicas are its surge groups until it is done); and
+    `remembered_revisions`, each group's revision as status.groups last showed it."""
     return _Planner(
         ref,
         spec,
@@ -679,6 +732,7 @@ def plan(
         config or PlannerConfig(),
         history or health.History(),
         rollout_in_progress,
+        remembered_revisions or {},
     ).run()
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from darwin_operator import api, metrics, planner, render, status, validation, writes
+from darwin_operator import api, metrics, planner, render, revisions, status, validation, writes
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
@@ -33,6 +33,16 @@ from darwin_operator.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """What the endpoint's pods are built from: the spec and revision, and stored revisions."""
+
+    spec: api.DarwinEndpointSpec
+    revision: str
+    restarted_at: str
+    stored: dict[str, api.DarwinEndpointSpec]
 
 
 class EndpointGone(Exception):
@@ -98,7 +108,7 @@ class Reconciler:
         annotations = meta.get("annotations") or {}
         revision = render.revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
         ref = render.EndpointRef(name=name, namespace=namespace, uid=meta["uid"])
-        observed = await self._observe(ref, spec)
+        observed, stored = await self._observe(ref, spec)
         restarted_at = annotations.get(ANNOTATION_RESTARTED_AT)
         plan = planner.plan(
             ref,
@@ -109,10 +119,12 @@ class Reconciler:
             self.config,
             history=status.history_of(old, meta.get("generation"), restarted_at),
             rollout_in_progress=bool(old and old.rollout_started_at),
+            remembered_revisions={g.index: g.revision for g in old.groups} if old else None,
         )
         notes: list[EventNote] = []
+        built = _Built(spec, revision, restarted_at or "", stored)
         try:
-            await self._execute(ref, spec, revision, plan, notes, now)
+            await self._execute(ref, built, plan, notes, now)
         except SpecRejected as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
             return Result()
@@ -141,13 +153,18 @@ class Reconciler:
         waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
         return Result(requeue_after=plan.requeue_after, waiting_for_capacity=waiting)
 
-    async def _observe(self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec) -> Observed:
+    async def _observe(
+        self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec
+    ) -> tuple[Observed, dict[str, api.DarwinEndpointSpec]]:
+        """What the cluster holds, and the specs of the stored revisions by revision."""
         secret = spec.model.token_secret_ref
-        pods, owned, secret_found = await asyncio.gather(
+        pods, owned, secret_found, kept = await asyncio.gather(
             self.cluster.endpoint_pods(ref.namespace, ref.name),
             self.cluster.owned_objects(ref.namespace, ref.name),
             self.cluster.secret_exists(ref.namespace, secret.name) if secret else _true(),
+            self.cluster.stored_revisions(ref.namespace, ref.name),
         )
+        readable = [r for o in kept or () if (r := revisions.from_api(o, ref.uid)) is not None]
         owned_hashes = tuple(
             (
                 f"{o['kind']}/{o['metadata']['name']}",
@@ -162,32 +179,40 @@ class Reconciler:
         if any(p.bound for g in groups for p in g.pods):
             listed = await self.cluster.list_nodes()
             nodes = None if listed is None else [node_from_api(n) for n in listed]
-        return Observed(
+        observed = Observed(
             groups=groups,
             owned_objects=owned_hashes,
             secret_missing=secret_found is False,
             nodes=None if nodes is None else tuple((n.name, n) for n in nodes),
+            revisions=None if kept is None else tuple(r for r, _ in readable),
         )
+        return observed, {r.revision: s for r, s in readable}
 
     async def _execute(
         self,
         ref: render.EndpointRef,
-        spec: api.DarwinEndpointSpec,
-        revision: str,
+        built: _Built,
         plan: planner.Plan,
         notes: list[EventNote],
         now: float,
     ) -> None:
-        ns = ref.namespace
+        ns, spec = ref.namespace, built.spec
 
         async def run(action: planner.Action) -> None:
             endpoint_log(log, ns, ref.name).info("%s", _describe(action))
-            if isinstance(action, planner.ApplyObject):
-                await self.cluster.apply(action.body)
-                return
+            match action:
+                case planner.ApplyObject(body=body):
+                    return await self.cluster.apply(body)
+                case planner.StoreRevision(revision=revision, number=number):
+                    kept = revisions.render_revision(
+                        ref, spec, revision, built.restarted_at, number
+                    )
+                    return await self.cluster.store_revision(kept)
+                case planner.PruneRevision(name=name):
+                    return await self.cluster.prune_revision(ns, name)
             # A drain is timed from its write, not from the start of the reconcile.
             at = self.clock() if isinstance(action, planner.DrainGroup) else now
-            pod_writes = writes.of(action, ref, spec, revision, at)
+            pod_writes = writes.of(action, ref, spec, built.revision, at, built.stored)
             done = await self.cluster.write_pods(ns, pod_writes.first)
             if pod_writes.last:
                 done = await self.cluster.write_pods(ns, pod_writes.last)
@@ -215,8 +240,10 @@ class Reconciler:
                     if reason != DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
-        applies = [a for a in plan.actions if isinstance(a, planner.ApplyObject)]
-        others = [a for a in plan.actions if not isinstance(a, planner.ApplyObject)]
+        # Services, the PDB and the update revision's spec are in place before any pod.
+        first = (planner.ApplyObject, planner.StoreRevision)
+        applies = [a for a in plan.actions if isinstance(a, first)]
+        others = [a for a in plan.actions if not isinstance(a, first)]
         try:
             await asyncio.gather(*(run(a) for a in applies))
             await asyncio.gather(*(run(a) for a in others))
@@ -281,8 +308,9 @@ def _describe(action: planner.Action) -> str:
     match action:
         case planner.ApplyObject(key=key):
             return f"apply {key}"
-        case planner.CreateGroup(index=index, gated=gated):
-            return f"create group {index}" + (" (gated)" if gated else "")
+        case planner.CreateGroup(index=index, gated=gated, revision=older):
+            on = f" on revision {older}" if older else ""
+            return f"create group {index}{on}" + (" (gated)" if gated else "")
         case planner.UngateGroup(index=index):
             return f"finish lifting the gates of group {index}"
         case planner.DrainGroup(index=index):
@@ -293,6 +321,10 @@ def _describe(action: planner.Action) -> str:
             return f"group {index} is broken, to be recreated: {mark}"
         case planner.DeleteGroup(index=index, reason=reason):
             return f"delete group {index} ({reason.value})"
+        case planner.StoreRevision(revision=revision):
+            return f"store revision {revision}"
+        case planner.PruneRevision(name=name):
+            return f"prune stored revision {name}"
     return repr(action)
 
 

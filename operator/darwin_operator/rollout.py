@@ -52,8 +52,8 @@ nothing, the status says so, and the rollout goes on in place as far as maxUnava
 
 `paused` freezes the rollout where it stands: nothing new is drained or created for it, and a
 drain in flight is called off (the leader returns to the Service). Scaling still works; groups
-already deleted are created again (at the update revision: the old spec is not kept anywhere, so
-a group below `partition` that is lost comes back new too).
+already deleted are created again, at the update revision. A group below `partition` that is
+lost comes back on the revision it had, from the spec kept for it (revisions.py).
 
 A second spec change retargets the rollout: every group of another revision is old, those the
 rollout just created included; the ones still starting are replaced at once, Ready ones in turn.

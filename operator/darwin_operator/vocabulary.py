@@ -72,6 +72,11 @@ def pdb_name(endpoint: str) -> str:
     return f"{endpoint}-leaders"
 
 
+def revision_object_name(endpoint: str, revision: str) -> str:
+    """The ControllerRevision that keeps a revision's spec (revisions.py)."""
+    return f"{endpoint}-{revision}"
+
+
 def _longest_suffix() -> int:
     derived = (
         pod_name("", MAX_GROUP_INDEX, MAX_RANK),

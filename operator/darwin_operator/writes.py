@@ -7,7 +7,7 @@ down once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,10 +83,14 @@ def of(
     spec: DarwinEndpointSpec,
     revision: str,
     now: float,
+    stored: Mapping[str, DarwinEndpointSpec] | None = None,
 ) -> Writes:
-    """The pod writes of one action (none for ApplyObject, which is not about pods)."""
+    """The pod writes of one action (none for the actions that are not about pods).
+    `stored`: the specs of stored revisions, for a group created on an older one."""
     match action:
-        case planner.CreateGroup(index=index, gated=gated):
+        case planner.CreateGroup(index=index, gated=gated, revision=older):
+            if older:
+                spec, revision = (stored or {})[older], older
             pods = render.render_group(ref, spec, revision, index, gated=gated)
             return Writes(tuple(CreatePod(p["metadata"]["name"], p) for p in pods))
         case planner.UngateGroup(pods=pods):

@@ -531,6 +531,29 @@ def test_partition_moves_only_the_groups_at_or_above_it(cluster, namespace, oper
     assert condition(status, "Progressing")["message"].startswith("2/4 groups updated")
     assert "rolloutStartedAt" not in status  # as far as the partition allows, it is done
 
+    # Each revision's spec is kept in a ControllerRevision owned by the endpoint, so a group
+    # below the partition that is lost comes back on its own revision, not the update one.
+    selector = f"{PREFIX}endpoint={name}"
+    kept = cluster.json("get", "controllerrevisions", "-n", namespace, "-l", selector)["items"]
+    stored = {r["metadata"]["labels"][f"{PREFIX}revision"] for r in kept}
+    assert stored == {first["updateRevision"], status["updateRevision"]}
+    by_name = {p["metadata"]["name"]: p for p in endpoint_pods(cluster, namespace, name)}
+    old_image = by_name[f"{name}-0-0"]["spec"]["containers"][0]["image"]
+    cluster.kubectl("delete", "pod", f"{name}-0-0", "-n", namespace, "--wait=false")
+
+    def back_on_its_revision():
+        pods = {p["metadata"]["name"]: p for p in endpoint_pods(cluster, namespace, name)}
+        pod = pods.get(f"{name}-0-0")
+        return (
+            pod is not None
+            and pod["metadata"]["uid"] != before[f"{name}-0-0"]
+            and label(pod, "revision") == first["updateRevision"]
+            and pod["spec"]["containers"][0]["image"] == old_image
+            and _ready(pod)
+        )
+
+    wait_for(back_on_its_revision, timeout=90, what="group 0 recreated on its old revision")
+
 
 def test_paused_nothing_moves_until_unpaused(cluster, namespace, operator):
     name = "frozen"

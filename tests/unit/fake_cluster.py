@@ -56,6 +56,7 @@ class FakeCluster:
         self.endpoint = endpoint
         self.nodes = [node(f"node-{i}") for i in range(nodes)]
         self.pods: dict[str, dict[str, Any]] = {}
+        self.revisions: dict[str, dict[str, Any]] = {}  # ControllerRevisions by name
         self.events: list[str] = []
         self.apply_error: ApiError | None = None
         self.clock = 0.0
@@ -69,6 +70,15 @@ class FakeCluster:
 
     async def owned_objects(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return []
+
+    async def stored_revisions(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(r) for r in self.revisions.values()]
+
+    async def store_revision(self, obj: dict[str, Any]) -> None:
+        self.revisions.setdefault(obj["metadata"]["name"], copy.deepcopy(obj))
+
+    async def prune_revision(self, namespace: str, name: str) -> None:
+        self.revisions.pop(name, None)
 
     async def secret_exists(self, namespace: str, name: str) -> bool:
         return True

@@ -86,6 +86,7 @@ def make_plan(
     now: float = T0,
     history: health.History | None = None,
     rollout_in_progress: bool = False,
+    remembered_revisions: dict[int, str] | None = None,
     **config: Any,
 ):
     return planner.plan(
@@ -97,4 +98,5 @@ def make_plan(
         planner.PlannerConfig(**config),
         history,
         rollout_in_progress=rollout_in_progress,
+        remembered_revisions=remembered_revisions,
     )

@@ -112,6 +112,7 @@ def test_cluster_scope_grants_the_operator_through_one_cluster_role():
     }
     assert granted["darwinendpoints/status"] == {"patch"}
     assert {"create", "delete", "patch", "watch"} <= granted["pods"]
+    assert granted["controllerrevisions"] == {"list", "create", "delete"}
     assert "clusterkopfpeerings" in granted
     binding = only(documents, "ClusterRoleBinding")
     account = only(documents, "ServiceAccount")["metadata"]["name"]
@@ -130,6 +131,7 @@ def test_namespaced_scope_grants_namespaced_resources_only_in_those_namespaces()
     for role in roles:
         resources = {r for rule in role["rules"] for r in rule["resources"]}
         assert {"darwinendpoints", "pods", "events", "kopfpeerings"} <= resources
+        assert "controllerrevisions" in resources
         assert "clusterkopfpeerings" not in resources
     bindings = find(documents, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
