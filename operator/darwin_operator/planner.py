@@ -35,6 +35,7 @@ from darwin_operator.observed import Observed, ObservedGroup, ObservedPod
 from darwin_operator.vocabulary import (
     ANNOTATION_SPEC_HASH,
     DeleteReason,
+    Fault,
     GroupPhase,
     format_time,
     stable_hash,
@@ -165,6 +166,16 @@ class PlannerConfig:
 
 
 @dataclass(frozen=True)
+class GroupMemory:
+    """A group as status.groups last showed it: all the planner knows of a group whose pods
+    are gone."""
+
+    revision: str
+    phase: str
+    pods: int
+
+
+@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
     admissions: tuple[Admission, ...]
@@ -283,13 +294,13 @@ class _Planner:
         config: PlannerConfig,
         history: health.History,
         rollout_in_progress: bool,
-        remembered_revisions: Mapping[int, str],
+        remembered: Mapping[int, GroupMemory],
     ) -> None:
         self.ref, self.spec, self.revision = ref, spec, revision
         self.observed, self.now, self.config = observed, now, config
         self.persisted = self.history = history  # as the status holds it / with this plan's
         self.rollout_in_progress = rollout_in_progress
-        self.remembered_revisions = remembered_revisions
+        self.remembered = remembered
         self.stored = {s.revision for s in observed.revisions or ()}
         self.nodes = None if observed.nodes is None else dict(observed.nodes)
         self.shape = topology.shape_of(spec)
@@ -374,6 +385,10 @@ class _Planner:
             view = GroupView(index, revision, phase, 0, 0, 0, message)
             return GroupState(Standing.MISSING, view, **kw)
 
+        vanished = self.vanished(index)
+        if vanished is not None:
+            return replace(vanished, view=replace(vanished.view, revision=revision))
+
         if failing and past.recreations:
             message = f"not recreated: the endpoint is Failed; last failure {past.last_failure}"
             return state(GroupPhase.BROKEN, message)
@@ -396,9 +411,13 @@ class _Planner:
     def kept_revision(self, index: int) -> str:
         """The revision a group at this index is created on: below the partition, the one the
         status last showed for it, if its spec is stored; else the update revision."""
-        remembered = self.remembered_revisions.get(index, "")
-        if index < self.spec.rollout.partition and remembered in self.stored:
-            return remembered
+        remembered = self.remembered.get(index)
+        if (
+            remembered is not None
+            and index < self.spec.rollout.partition
+            and remembered.revision in self.stored
+        ):
+            return remembered.revision
         return self.revision
 
     # Health (health.py): a broken group is recreated whole, with backoff, within a budget. One
@@ -424,6 +443,39 @@ class _Planner:
             GroupPhase.BROKEN,
             f"{text}; recreating the whole group",
             course=(MarkBroken(g.index, mark, _names(g)),),
+            recreation=(recreation, finding.message),
+            finding=finding,
+            over_budget=over,
+        )
+
+    def vanished(self, index: int) -> GroupState | None:
+        """A started group whose pods are all gone, though the operator deleted none of them
+        (its own deletions show Draining or Terminating first): deleted by hand, evicted, or
+        lost with its node. Its pods cannot carry the mark, so its recreation goes on record
+        in this reconcile's status first; once there, the group shows Broken and is created
+        again as any recreated group (missing)."""
+        memory = self.remembered.get(index)
+        started = (GroupPhase.STARTING, GroupPhase.READY)
+        if memory is None or memory.pods == 0 or memory.phase not in started:
+            return None
+        finding = health.Finding(
+            Fault.MEMBER_DELETED,
+            f"all {_pods(memory.pods)} of the group gone: deleted by another client, evicted "
+            "or lost with their node",
+        )
+        budget = self.spec.health
+        over = health.exceeds_budget(
+            self.persisted.of(index),
+            self.now,
+            budget.restart_window_seconds,
+            budget.max_group_restarts,
+        )
+        message = f"{finding.fault.value}: {finding.message}; recreating the whole group"
+        view = GroupView(index, self.revision, GroupPhase.BROKEN, 0, 0, 0, message)
+        recreation = health.Recreation(stamp(self.now), finding.fault.value)
+        return GroupState(
+            Standing.BROKEN,
+            view,
             recreation=(recreation, finding.message),
             finding=finding,
             over_budget=over,
@@ -717,12 +769,12 @@ def plan(
     history: health.History | None = None,
     *,
     rollout_in_progress: bool = False,
-    remembered_revisions: Mapping[int, str] | None = None,
+    remembered: Mapping[int, GroupMemory] | None = None,
 ) -> Plan:
     """Stages 1 to 3. What the status remembers: `history`, the recreation history
     (status.history_of); `rollout_in_progress`, whether status.rolloutStartedAt is set
     (rollout.py: groups above replicas are its surge groups until it is done); and
-    `remembered_revisions`, each group's revision as status.groups last showed it."""
+    `remembered`, each group as status.groups last showed it."""
     return _Planner(
         ref,
         spec,
@@ -732,7 +784,7 @@ def plan(
         config or PlannerConfig(),
         history or health.History(),
         rollout_in_progress,
-        remembered_revisions or {},
+        remembered or {},
     ).run()
 
 

@@ -119,7 +119,7 @@ class Reconciler:
             self.config,
             history=status.history_of(old, meta.get("generation"), restarted_at),
             rollout_in_progress=bool(old and old.rollout_started_at),
-            remembered_revisions={g.index: g.revision for g in old.groups} if old else None,
+            remembered=_memory(old),
         )
         notes: list[EventNote] = []
         built = _Built(spec, revision, restarted_at or "", stored)
@@ -422,6 +422,13 @@ _NOT_RECREATIONS = (
     DeleteReason.UNFINISHED_DELETE,
     DeleteReason.BROKEN,
 )
+
+
+def _memory(old: api.DarwinEndpointStatus | None) -> dict[int, planner.GroupMemory]:
+    return {
+        g.index: planner.GroupMemory(g.revision, g.phase, g.pods)
+        for g in (old.groups if old else ())
+    }
 
 
 async def _true() -> bool:

@@ -23,9 +23,12 @@ from tests.e2e.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
-# Keep-alives are renewed 5-10 s before they expire, so a standby resumes 5 to LIFETIME seconds
-# after the active replica dies; then it lists, reconciles and writes within about a second.
-TAKEOVER_BOUND = STANDBY_LIFETIME + 5
+# kopf renews a keep-alive 5-10 s before it expires: a stale one stays valid at least this long.
+RENEWED_BEFORE_EXPIRY = 5
+# So a standby resumes 5 to LIFETIME seconds after the active replica dies; then it lists,
+# reconciles and writes, which the margin of one renewal leaves room for. A deadline, not a
+# measurement: the time it took is printed.
+TAKEOVER_BOUND = STANDBY_LIFETIME + RENEWED_BEFORE_EXPIRY
 
 
 def reconciles(process: OperatorProcess) -> float:
@@ -82,10 +85,9 @@ def test_standby_takes_over_within_the_lifetime_and_never_acts_beside_the_active
         killed = time.monotonic()
         # Work that only an acting replica does: a second group.
         cluster.kubectl("scale", "dwe", "darwin-398b", "--replicas=2", "-n", namespace)
-        wait_for(lambda: reconciles(second) > 0, timeout=TAKEOVER_BOUND + 10, what="takeover")
+        wait_for(lambda: reconciles(second) > 0, timeout=TAKEOVER_BOUND, what="takeover")
         takeover = time.monotonic() - killed
         print(f"takeover after SIGKILL: {takeover:.1f}s (lifetime {STANDBY_LIFETIME}s)")
-        assert takeover <= TAKEOVER_BOUND, f"standby took {takeover:.1f}s"
         wait_for(ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready")
 
         events = recorder.stop()
@@ -139,5 +141,8 @@ def test_graceful_stop_hands_over_at_once(cluster, crd_installed, namespace, tmp
         wait_for(lambda: reconciles(second) > 0, timeout=STANDBY_LIFETIME, what="handover")
         handover = time.monotonic() - stopped
         print(f"handover after SIGTERM: {handover:.1f}s")
-        assert handover < 5, f"the standby waited {handover:.1f}s for a withdrawn keep-alive"
+        # waiting for the withdrawn keep-alive to expire would take at least this long
+        assert handover < RENEWED_BEFORE_EXPIRY, (
+            f"the standby waited {handover:.1f}s for a withdrawn keep-alive"
+        )
         wait_for(ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready")

@@ -29,14 +29,18 @@ from tests.e2e.waiting import wait_for
 pytestmark = pytest.mark.e2e
 
 # Small values so that the tests run in seconds. The resync is long on purpose: a recreation
-# within a second of the fault is the operator reacting to the event, not a periodic pass.
+# sooner than one resync after the fault is the operator reacting to events (and to its own
+# deadlines), not a periodic pass. How soon it comes is printed (TIMINGS), not asserted.
+RESYNC_SECONDS = 30
+BACKOFF_BASE = 1
+NODE_LOST_GRACE = 2
 HEALTH_FLAGS = (
     "--recreate-backoff-base",
-    "1",
+    str(BACKOFF_BASE),
     "--recreate-backoff-cap",
     "4",
     "--node-lost-grace",
-    "2",
+    str(NODE_LOST_GRACE),
     "--leader-unready-grace",
     "2",
 )
@@ -56,7 +60,7 @@ def operator(cluster, crd_installed, namespace, tmp_path):
         cluster.kubeconfig,
         tmp_path / "operator.log",
         namespaces=(namespace,),
-        resync_seconds=30,
+        resync_seconds=RESYNC_SECONDS,
         extra_args=HEALTH_FLAGS,
     ).start()
     yield process
@@ -197,7 +201,7 @@ def test_a_crashed_worker_recreates_its_whole_group_while_the_other_keeps_servin
         "Pod", lambda _, p: p["metadata"]["name"] == f"{name}-0-1" and restarts_of(p) > 0
     )
     seconds = time_replacement(watcher, "worker container crashed", fault, 0, old.values())
-    assert seconds < 3, f"replacement {seconds:.2f}s after the fault"
+    assert seconds < RESYNC_SECONDS, f"replacement {seconds:.2f}s after the fault"
 
     assert group_uids(cluster, namespace, name, 1) == other  # the other group untouched
     group = status["groups"][0]
@@ -257,7 +261,8 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
     seconds = time_replacement(
         watcher, "pod deleted by hand (after a 1s backoff)", fault, 0, old.values()
     )
-    assert 1 <= seconds < 4  # the second recreation within the window waits the base backoff
+    # the second recreation within the window waits the base backoff, and no resync
+    assert BACKOFF_BASE <= seconds < BACKOFF_BASE + RESYNC_SECONDS
 
     group = status["groups"][0]
     assert [r["reason"] for r in group["recreations"]] == ["PodFailed", "MemberDeleted"]
@@ -295,7 +300,7 @@ def test_a_node_going_not_ready_recreates_its_group_on_another_node(cluster, nam
         seconds = time_replacement(
             watcher, "node NotReady (includes the 2s --node-lost-grace)", fault, 0, old.values()
         )
-        assert seconds < 5
+        assert seconds < NODE_LOST_GRACE + RESYNC_SECONDS  # at the grace's end, not a resync
         moved = next(p for p in endpoint_pods(cluster, namespace, name) if label(p, "group") == "0")
         assert moved["spec"]["nodeName"] != node
         assert group_uids(cluster, namespace, name, 1) == other
@@ -382,7 +387,7 @@ def test_killed_in_the_middle_of_a_recreation_it_leaves_no_half_group_and_no_dup
         cluster.kubeconfig,
         tmp_path / "operator.log",
         namespaces=(namespace,),
-        resync_seconds=30,
+        resync_seconds=RESYNC_SECONDS,
         extra_args=HEALTH_FLAGS,
     ).start()
     core = k8s.CoreV1Api(cluster.api)

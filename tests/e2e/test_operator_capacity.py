@@ -143,10 +143,13 @@ def test_two_endpoints_competing_for_the_last_gpus_never_both_half_place(
     losing_pods = endpoint_pods(cluster, namespace, loser)
     assert len(losing_pods) == 3 and all(is_gated(p) for p in losing_pods)
     # at no moment was any pod of the losing group released or bound: no GPU held half placed
-    for event in history:
+    losing_events = [e for e in history if label(e["object"], "endpoint") == loser]
+    # the record holds the losing group's pods (each added), so the check below saw them
+    added = {e["object"]["metadata"]["name"] for e in losing_events if e["type"] == "ADDED"}
+    assert added == {p["metadata"]["name"] for p in losing_pods}, added
+    for event in losing_events:
         pod = event["object"]
-        if label(pod, "endpoint") == loser:
-            assert is_gated(pod) and not pod["spec"].get("nodeName"), pod["metadata"]["name"]
+        assert is_gated(pod) and not pod["spec"].get("nodeName"), pod["metadata"]["name"]
     assert bound_gpus(cluster) == 16 + 12
 
     # the other workload leaves: the waiting group is admitted without any nudge

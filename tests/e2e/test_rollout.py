@@ -553,6 +553,9 @@ def test_partition_moves_only_the_groups_at_or_above_it(cluster, namespace, oper
         )
 
     wait_for(back_on_its_revision, timeout=90, what="group 0 recreated on its old revision")
+    # nothing of the group was left to mark, yet its recreation is on record, with its reason
+    group = endpoint_status(cluster, namespace, name)["groups"][0]
+    assert [r["reason"] for r in group["recreations"]] == ["MemberDeleted"]
 
 
 def test_paused_nothing_moves_until_unpaused(cluster, namespace, operator):

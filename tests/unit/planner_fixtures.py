@@ -86,7 +86,7 @@ def make_plan(
     now: float = T0,
     history: health.History | None = None,
     rollout_in_progress: bool = False,
-    remembered_revisions: dict[int, str] | None = None,
+    remembered: dict[int, planner.GroupMemory] | None = None,
     **config: Any,
 ):
     return planner.plan(
@@ -98,5 +98,5 @@ def make_plan(
         planner.PlannerConfig(**config),
         history,
         rollout_in_progress=rollout_in_progress,
-        remembered_revisions=remembered_revisions,
+        remembered=remembered,
     )

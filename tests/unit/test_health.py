@@ -17,6 +17,7 @@ from darwin_operator.observed import NodeInfo, groups_from_pods
 from darwin_operator.planner import (
     CreateGroup,
     DeleteGroup,
+    GroupMemory,
     MarkBroken,
 )
 from darwin_operator.vocabulary import DeleteReason, Fault, GroupPhase, format_time
@@ -485,3 +486,38 @@ def test_a_failure_that_ended_is_written_as_null_so_that_the_merge_patch_removes
     assert wire["health"] == {"generation": 4, "restartedAt": "", "failure": None}
     stored = {**wire, "health": {"generation": 4, "restartedAt": ""}}  # what the server keeps
     assert not status.changed(stored, s)
+
+
+# ---- a group whose pods are all gone (a 1-pod group deleted by hand, or lost with its node) ----
+
+
+def test_a_started_group_whose_pods_all_vanished_is_a_recorded_recreation():
+    spec = make_spec(replicas=1)
+    seen_ready = {0: GroupMemory(revision(spec), "Ready", 1)}
+    plan = make_plan(spec, observe(spec), remembered=seen_ready)
+    # first on record (no pod can carry the mark), nothing created yet
+    assert plan.actions == ()
+    (view,) = plan.groups
+    assert view.phase == GroupPhase.BROKEN and view.message.startswith("MemberDeleted: all 1 pod")
+    assert [r.reason for r in plan.health.of(0).recreations] == ["MemberDeleted"]
+    assert plan.health.of(0).restarts == 1
+    # once the status holds it, the group is created again (the first recreation at once)
+    on_record = {0: GroupMemory(revision(spec), "Broken", 0)}
+    again = make_plan(spec, observe(spec), now=T0 + 1, history=plan.health, remembered=on_record)
+    assert again.actions == (CreateGroup(0, gated=True),)
+    assert again.health == plan.health  # counted once
+
+
+def test_groups_the_operator_deleted_or_never_started_are_just_created():
+    spec = make_spec(replicas=1)
+    for phase in ("Terminating", "Draining", "Pending", "WaitingForCapacity", "Broken"):
+        plan = make_plan(spec, observe(spec), remembered={0: GroupMemory("r", phase, 1)})
+        assert plan.actions == (CreateGroup(0, gated=True),), phase
+        assert plan.health.of(0).recreations == ()
+
+
+def test_a_vanished_group_spends_the_restart_budget():
+    spec = make_spec(replicas=1, health={"maxGroupRestarts": 0})
+    plan = make_plan(spec, observe(spec), remembered={0: GroupMemory("r", "Ready", 1)})
+    assert plan.health.failure is not None and plan.health.failure.group == 0
+    assert "not recreated: the endpoint is Failed" in plan.groups[0].message

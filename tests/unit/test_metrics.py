@@ -191,3 +191,25 @@ def test_labels_are_bounded():
 )
 def test_api_verbs(method, path, verb):
     assert api_verb(method, path) == verb
+
+
+def test_a_group_whose_pod_vanished_is_counted_as_a_recreation_with_its_reason():
+    """A 1-pod group's pod deleted by hand: nothing is left to mark, yet the recreation is in
+    the status and in darwin_group_recreations_total, by reason, once."""
+    fake = reconcile_to_ready("metrics-vanished")
+    labels = {"namespace": "llm", "endpoint": "metrics-vanished", "reason": "MemberDeleted"}
+    assert value("darwin_group_recreations_total", **labels) == 0
+    del fake.pods["metrics-vanished-1-0"]
+
+    async def scenario() -> None:
+        reconciler = Reconciler(fake, clock=Clock(1200.0))  # type: ignore[arg-type]
+        await reconciler.reconcile("llm", "metrics-vanished")  # on record
+        await reconciler.reconcile("llm", "metrics-vanished")  # created again
+        await reconciler.reconcile("llm", "metrics-vanished")
+
+    asyncio.run(scenario())
+    assert value("darwin_group_recreations_total", **labels) == 1
+    group = fake.endpoint["status"]["groups"][1]
+    assert [r["reason"] for r in group["recreations"]] == ["MemberDeleted"]
+    assert group["restarts"] == 1 and "all 1 pod of the group gone" in group["lastFailure"]
+    assert "metrics-vanished-1-0" in fake.pods

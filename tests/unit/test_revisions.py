@@ -8,7 +8,7 @@ import copy
 
 from darwin_operator import revisions, writes
 from darwin_operator.observed import StoredRevision
-from darwin_operator.planner import CreateGroup, PruneRevision, StoreRevision
+from darwin_operator.planner import CreateGroup, GroupMemory, PruneRevision, StoreRevision
 from darwin_operator.reconciler import Reconciler
 from darwin_operator.vocabulary import LABEL_REVISION, GroupPhase
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
@@ -54,16 +54,17 @@ def test_the_update_revision_is_stored_once_and_numbered_after_the_others():
 def test_a_lost_group_below_the_partition_comes_back_on_its_own_revision():
     new_group = group_pods(NEW, 1, state="ready")
     observed = observe(NEW, new_group, revisions=stored(OLD, NEW))
-    remembered = {0: revision(OLD), 1: revision(NEW)}
-    plan = make_plan(NEW, observed, remembered_revisions=remembered)
+    remembered = {
+        0: GroupMemory(revision(OLD), "Broken", 1),  # its loss is on record
+        1: GroupMemory(revision(NEW), "Broken", 1),
+    }
+    plan = make_plan(NEW, observed, remembered=remembered)
     assert CreateGroup(0, gated=True, revision=revision(OLD)) in plan.actions
     assert (plan.groups[0].revision, plan.groups[0].phase) == (revision(OLD), GroupPhase.PENDING)
     # at or above the partition, and without the old spec stored, a lost group comes back new
-    plan = make_plan(NEW, observe(NEW, revisions=stored(OLD, NEW)), remembered_revisions=remembered)
+    plan = make_plan(NEW, observe(NEW, revisions=stored(OLD, NEW)), remembered=remembered)
     assert CreateGroup(1, gated=True) in plan.actions
-    plan = make_plan(
-        NEW, observe(NEW, new_group, revisions=stored(NEW)), remembered_revisions=remembered
-    )
+    plan = make_plan(NEW, observe(NEW, new_group, revisions=stored(NEW)), remembered=remembered)
     assert CreateGroup(0, gated=True) in plan.actions
 
 
