@@ -7,7 +7,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 export CLUSTER_DIR
 
 .PHONY: help venv build-cluster cluster-up cluster-down vllm-venv prometheus-tools test test-unit \
-	test-e2e lint generate install-manifest demo demo-down
+	test-tools test-e2e lint generate install-manifest demo demo-down
 
 help:
 	@echo "make demo        run the reference endpoint on the local simulated cluster"
@@ -56,8 +56,15 @@ images:
 test: build-cluster vllm-venv prometheus-tools
 	$(PY) -m pytest
 
-test-unit: venv prometheus-tools
+# Pure tests of the operator's code: nothing but the venv.
+test-unit: venv
 	$(PY) -m pytest tests/unit
+
+# Tests that run the real tools on the repo's files: helm (built from source, cached) on the
+# chart, promtool on the alerting rules.
+test-tools: venv prometheus-tools
+	bash tests/cluster/build.sh helm
+	$(PY) -m pytest tests/tools
 
 test-e2e: build-cluster prometheus-tools
 	$(PY) -m pytest tests/e2e

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests import promql
-from tests.helm import find, render
 
 
 def test_the_dashboard_covers_the_operator_and_vllm():
@@ -36,14 +35,6 @@ def test_the_dashboard_covers_the_operator_and_vllm():
         "vllm:kv_cache_usage_perc",
     ]
     assert [name for name in wanted if name not in text] == []
-
-
-def test_the_chart_ships_the_dashboard_as_a_configmap_for_the_grafana_sidecar():
-    documents = render({"monitoring": {"dashboard": {"enabled": True}}})
-    (configmap,) = find(documents, "ConfigMap")
-    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert configmap["data"]["darwin-operator.json"].strip() == promql.DASHBOARD.read_text().strip()
-    assert not find(render(), "ConfigMap")
 
 
 @pytest.mark.parametrize("where, expr", promql.all_expressions().items())
