@@ -7,8 +7,9 @@ The parser is built as `vllm serve` builds it (tests/vllm/check_serve_args.py do
 test_serve_flags.py fails when the checked-in file differs from this output.
 
 One entry per argparse action: its option strings (none for the positional model tag), dest,
-nargs, what the action does ("value", "true", "false", "bool-optional", "help", ...), the value
-kind its type function accepts ("int", "float", "str"; "optional" when it also takes "None"),
+nargs, what the action does ("value", "append", "flag", "help", "version"), for a flag the value
+each of its option strings stores, the value kind its type function accepts ("int", "float":
+exactly those numbers; "optional-" when it also takes "None"; "str": anything else, e.g. "18k"),
 choices, and the default when it is plain JSON.
 """
 
@@ -25,14 +26,9 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 ACTIONS = {
     argparse._StoreAction: "value",
-    argparse._StoreTrueAction: "true",
-    argparse._StoreFalseAction: "false",
-    argparse._StoreConstAction: "const",
     argparse._AppendAction: "append",
-    argparse._CountAction: "count",
     argparse._HelpAction: "help",
     argparse._VersionAction: "version",
-    argparse.BooleanOptionalAction: "bool-optional",
 }
 
 
@@ -50,9 +46,10 @@ def value_kind(action: argparse.Action) -> str:
     if convert is None or convert is str:
         return "str"
     optional = _accepts(convert, "None") and convert("None") is None
-    if _accepts(convert, "7") and not _accepts(convert, "7.5") and not _accepts(convert, "x"):
+    rejects = not any(_accepts(convert, text) for text in ("x", "1k", "[1]", '{"a": 1}'))
+    if _accepts(convert, "7") and not _accepts(convert, "7.5") and rejects:
         kind = "int"
-    elif _accepts(convert, "7.5") and not _accepts(convert, "x"):
+    elif _accepts(convert, "7.5") and rejects:
         kind = "float"
     else:
         kind = "str"
@@ -67,16 +64,30 @@ def _plain(value):
     return value
 
 
-def describe(action: argparse.Action) -> dict:
+def flag_values(parser: argparse.ArgumentParser, action: argparse.Action) -> dict:
+    """What each option string of a value-less action stores, found by running the action."""
+    values = {}
+    for option in (o for o, a in parser._option_string_actions.items() if a is action):
+        namespace = argparse.Namespace()
+        action(parser, namespace, [], option)
+        values[option] = _plain(getattr(namespace, action.dest, None))
+    return values
+
+
+def describe(parser: argparse.ArgumentParser, action: argparse.Action) -> dict:
     kind = ACTIONS.get(type(action))
     if kind is None:
-        kind = "value" if action.nargs != 0 else "const"
+        kind = "flag" if action.nargs == 0 else "value"
     choices = action.choices
+    # Every option string the parser takes, the ones hidden from help included (vLLM's
+    # EnableDisableAction still takes --no-enable-x without showing it).
+    options = [o for o, a in parser._option_string_actions.items() if a is action]
     return {
-        "options": list(action.option_strings),
+        "options": options,
         "dest": action.dest,
         "nargs": action.nargs,
         "action": kind,
+        "flag_values": flag_values(parser, action) if kind == "flag" else None,
         "type": value_kind(action) if kind in ("value", "append") else None,
         "choices": [str(c) for c in choices] if choices is not None else None,
         "default": _plain(action.default),
@@ -97,7 +108,7 @@ def main() -> int:
     document = {
         "vllm": importlib.metadata.version("vllm"),
         "allow_abbrev": serve.allow_abbrev,
-        "actions": [describe(action) for action in serve._actions],
+        "actions": [describe(serve, action) for action in serve._actions],
     }
     json.dump(document, sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -41,13 +41,13 @@ def test_values_are_converted_as_vllm_does():
             "--served-model-name",
             "x",
             "y",
-            "--max-model-len",
+            "--max-num-active-seqs",
             "None",
         ]
     )
     assert (args.nnodes, args.node_rank, args.master_addr) == (3, 2, "a")
     assert args.served_model_name == ["x", "y"]
-    assert args.max_model_len is None
+    assert args.max_num_active_seqs is None
 
 
 def test_underscores_are_dashes():

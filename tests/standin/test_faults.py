@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import wait_for
+from tests.standin.standin_process import Group, wait_for
 
 
 def _rss_mb(pid: int) -> float:
@@ -84,8 +84,6 @@ def test_exit_with_a_code(spawn, model):
 
 
 def test_a_hung_worker_hangs_the_leader(spawn, model):
-    from test_multinode import Group
-
     group = Group(spawn, model(1000), nnodes=2)
     leader, worker = group.start(0), group.start(1)
     leader.wait_health(200)

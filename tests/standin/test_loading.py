@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import wait_for
+from tests.standin.standin_process import wait_for
 
 RATE = 4 << 20  # bytes per second
 

@@ -4,32 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import free_port, wait_for
-
-
-class Group:
-    """The ranks of one vLLM instance on 127.0.0.1 (workers are given --port too, as in pods)."""
-
-    def __init__(self, spawn, model_dir, nnodes=3, timeout=None, env=None):
-        self.spawn, self.env = spawn, env
-        self.http = free_port()
-        self.common = [
-            str(model_dir),
-            "--served-model-name",
-            "m",
-            "--nnodes",
-            str(nnodes),
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-        ]
-        if timeout is not None:
-            self.common += ["--distributed-timeout-seconds", str(timeout)]
-
-    def start(self, rank: int, *extra: str, env=None):
-        flags = ["--node-rank", str(rank)] + (["--headless"] if rank else [])
-        return self.spawn(*self.common, *flags, *extra, port=self.http, env=env or self.env)
+from tests.standin.standin_process import Group, wait_for
 
 
 def test_the_leader_serves_once_every_rank_joined(spawn, model):

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import wait_for
+from tests.standin.standin_process import wait_for
 
 METRIC_NAMES = Path(__file__).resolve().parent.parent / "vllm" / "metric_names.txt"
 

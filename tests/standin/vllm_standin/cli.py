@@ -19,14 +19,14 @@ DESCRIPTION = "vLLM CLI (a stand-in for tests: only `serve` exists; see tests/st
 
 
 class _Flag(argparse.Action):
-    """An option without a value: store_true/false/const and --x/--no-x of BooleanOptionalAction."""
+    """An option without a value (store_true, --x/--no-x ...): stores what vLLM's stores."""
 
-    def __init__(self, option_strings, dest, value_for_option, **kwargs):
-        self.value_for_option = value_for_option
+    def __init__(self, option_strings, dest, flag_values, **kwargs):
+        self.flag_values = flag_values
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, self.value_for_option(option_string))
+        setattr(namespace, self.dest, self.flag_values[option_string])
 
 
 def _converter(kind: str | None):
@@ -41,12 +41,6 @@ def _converter(kind: str | None):
     return optional
 
 
-def _flag_value(action: str):
-    if action == "bool-optional":
-        return lambda option: not option.startswith("--no-")
-    return lambda option: action != "false"
-
-
 def _add(parser: argparse.ArgumentParser, entry: dict) -> None:
     options, action = entry["options"], entry["action"]
     if action == "help":
@@ -56,13 +50,9 @@ def _add(parser: argparse.ArgumentParser, entry: dict) -> None:
         parser.add_argument(*options, action="version", version=VERSION)
         return
     kwargs: dict = {"default": entry["default"], "help": argparse.SUPPRESS}
-    if action in ("true", "false", "const", "bool-optional", "count"):
+    if action == "flag":
         parser.add_argument(
-            *options,
-            dest=entry["dest"],
-            action=_Flag,
-            value_for_option=_flag_value(action),
-            **kwargs,
+            *options, dest=entry["dest"], action=_Flag, flag_values=entry["flag_values"], **kwargs
         )
         return
     convert = _converter(entry["type"])
@@ -96,13 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def normalize(argv: list[str]) -> list[str]:
-    """--foo_bar is --foo-bar, as vLLM's FlexibleArgumentParser has it."""
-    out = []
+    """What vLLM's FlexibleArgumentParser rewrites first: --foo_bar is --foo-bar, -O3 is
+    --optimization-level 3."""
+    out: list[str] = []
     for arg in argv:
-        if arg.startswith("--") and "_" in arg.partition("=")[0]:
+        if arg.startswith("--"):
             key, eq, value = arg.partition("=")
-            arg = key.replace("_", "-") + eq + value
-        out.append(arg)
+            out.append(key.replace("_", "-") + eq + value)
+        elif arg.startswith("-O") and arg != "-O":
+            out += ["--optimization-level", arg[3:] if arg[2] == "=" else arg[2:]]
+        else:
+            out.append(arg)
     return out
 
 

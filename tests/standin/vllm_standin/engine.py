@@ -37,7 +37,8 @@ class Engine:
 
     @property
     def healthy(self) -> bool:
-        return self.dead_reason is None and not self.draining
+        # vLLM's /health only asks whether the engine died: a draining engine is healthy.
+        return self.dead_reason is None
 
     def die(self, reason: str) -> bool:
         """Mark the engine dead; False if it already was."""

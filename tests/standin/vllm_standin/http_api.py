@@ -1,8 +1,8 @@
 """vLLM's OpenAI-compatible HTTP surface, as far as the operator and its tests use it.
 
-GET /health (200 alive, 503 engine dead or shutting down), /v1/models, /metrics, /version;
-POST /v1/completions and /v1/chat/completions (non-streaming, canned text). Every answer to a
-completion names the pod that served it in the `x-standin-hostname` header and in
+GET /health (200 alive, draining included; 503 once the engine died), /v1/models, /metrics,
+/version; POST /v1/completions and /v1/chat/completions (non-streaming, canned text). Every
+answer to a completion names the pod that served it in the `x-standin-hostname` header and in
 `system_fingerprint`. The header `x-standin-delay-seconds` sets one request's generation time.
 """
 

@@ -26,7 +26,9 @@ class ModelNotFound(Exception):
 def _hub_roots(download_dir: str | None) -> list[Path]:
     if download_dir:
         return [Path(download_dir)]
-    hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    # expanduser, not Path.home(): a container may run as a uid without a passwd entry.
+    home = os.path.expanduser("~")
+    hf_home = Path(os.environ.get("HF_HOME") or Path(home) / ".cache" / "huggingface")
     hub = os.environ.get("HF_HUB_CACHE")
     return [Path(hub)] if hub else [hf_home / "hub"]
 

@@ -7,8 +7,9 @@
 
 The engine dies when a rank is lost or a crash is injected: /health answers 503, then the process
 exits 1 (unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1). SIGTERM: with --shutdown-timeout > 0 new
-requests get 503 while those in flight finish, for at most that long; without it in-flight
-requests are aborted. Either way the process then exits 0.
+requests get 503 while those in flight finish, for at most that long (/health stays 200, as
+vLLM's only reports a dead engine); without it in-flight requests are aborted. Either way the
+process then exits 0.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class Serve:
         self.nnodes = args.nnodes or 1
         self.rank = args.node_rank or 0
         self.served_names = list(args.served_model_name or [args.model])
-        self.engine = Engine(Metrics(self.served_names[0], args.max_model_len))
+        # vLLM takes --max-model-len as text ("18k" too); the stand-in only reports plain numbers.
+        self.max_model_len = int(args.max_model_len) if str(args.max_model_len).isdigit() else None
+        self.engine = Engine(Metrics(self.served_names[0], self.max_model_len))
         self.server: http_api.Server | None = None
         self.leader: rendezvous.Leader | None = None
         self.worker: rendezvous.Worker | None = None
@@ -180,7 +183,7 @@ class Serve:
                 self.engine,
                 args.model,
                 self.served_names,
-                args.max_model_len,
+                self.max_model_len,
                 self.knobs.request_seconds,
                 self.knobs.hostname,
             )
