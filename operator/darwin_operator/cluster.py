@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 
 from darwin_operator import api, metrics, vocabulary, writes
+from darwin_operator.credentials import load_configuration
 from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
@@ -58,13 +57,8 @@ def api_verb(method: str, path: str) -> str:
 def load_api_client(
     kubeconfig: str | None = None, pool_size: int = 32
 ) -> kubernetes.client.ApiClient:
-    """An ApiClient from a kubeconfig (argument, $KUBECONFIG, ~/.kube/config) or in-cluster."""
-    configuration = kubernetes.client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path or os.path.exists(os.path.expanduser("~/.kube/config")):
-        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
-    else:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    """An ApiClient with the credentials credentials.py finds (raises CredentialsError)."""
+    configuration = load_configuration(kubeconfig)
     configuration.connection_pool_maxsize = pool_size
     return kubernetes.client.ApiClient(configuration)
 
@@ -136,6 +130,17 @@ class Cluster:
         )
 
     # ---- reads ----
+
+    def check_api(self) -> None:
+        """At start: the API server accepts our credentials and serves DarwinEndpoints."""
+        served = self.request_sync("GET", f"/apis/{api.GROUP}/{api.VERSION}", fine=[404]) or {}
+        if not any(r.get("name") == api.PLURAL for r in served.get("resources") or ()):
+            raise ApiError(
+                404,
+                "NotFound",
+                f"{api.PLURAL}.{api.GROUP}/{api.VERSION} is not served: install the CRD first "
+                "(crds/, or the Helm chart)",
+            )
 
     async def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", f"{_ENDPOINTS.format(ns=namespace)}/{name}", fine=[404])

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from darwin_operator import api, vocabulary
+from darwin_operator import api, credentials, vocabulary
 
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
 
@@ -28,6 +28,28 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=PROGRESS_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 600
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    # kopf's own discovery reads only the environment: give it the operator's credentials
+    # (credentials.py), so that --kubeconfig counts for both. Called again after a 401, which
+    # re-reads a rotated service-account token.
+    configuration = memo.cluster.client.configuration
+    scheme, token = credentials.bearer_token(configuration)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)

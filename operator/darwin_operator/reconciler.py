@@ -453,8 +453,11 @@ class Controller:
         self._dirty: dict[tuple[str, str], asyncio.Event] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._waiting: set[tuple[str, str]] = set()
+        self._halted = False
 
     def trigger(self, namespace: str, name: str) -> None:
+        if self._halted:  # stopping: kopf may still deliver events until its watches close
+            return
         key = (namespace, name)
         if key not in self._tasks:
             self._dirty[key] = asyncio.Event()
@@ -479,10 +482,17 @@ class Controller:
     def endpoints(self) -> list[tuple[str, str]]:
         return list(self._tasks)
 
-    async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
+    def halt(self) -> None:
+        """Abandon every reconcile now and start no new one (the operator is stopping). A
+        reconcile cut short is safe: the next one, here or in another replica, starts from
+        what the cluster says."""
+        self._halted = True
+        for task in self._tasks.values():
             task.cancel()
+
+    async def stop(self) -> None:
+        self.halt()
+        tasks = list(self._tasks.values())
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._dirty.clear()

@@ -12,16 +12,26 @@ import sys
 import time
 
 from darwin_operator.cluster import ApiError, Cluster, load_api_client
+from darwin_operator.credentials import CredentialsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the DarwinEndpoint")
     parser.add_argument("--namespace", "-n", default="default")
-    parser.add_argument("--kubeconfig", help="kubeconfig file; default: $KUBECONFIG or in-cluster")
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig file; default: $KUBECONFIG, else in-cluster, else ~/.kube/config",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = Cluster(load_api_client(args.kubeconfig), workers=1)
+    try:
+        client = load_api_client(args.kubeconfig)
+    except CredentialsError as error:
+        print(f"darwin-operator restart: {error}", file=sys.stderr)
+        return 2
+    cluster = Cluster(client, workers=1)
     try:
         asyncio.run(cluster.request_restart(args.namespace, args.name, time.time()))
     except ApiError as error:

@@ -119,3 +119,21 @@ def test_waiting_endpoints_are_woken_when_gpus_are_freed():
         return len(recorder.calls)
 
     assert run(scenario()) == 2
+
+
+def test_halt_abandons_reconciles_in_flight_and_ignores_later_triggers():
+    async def scenario():
+        recorder = Recorder(delay=60)  # a reconcile stuck on a slow API server
+        controller = Controller(recorder, resync_seconds=60, debounce_seconds=0)
+        for name in ("a", "b"):
+            controller.trigger("ns", name)
+        while recorder.running < 2:
+            await asyncio.sleep(0.01)
+        controller.halt()
+        controller.trigger("ns", "c")  # an event kopf delivers while its watches close
+        await asyncio.wait_for(controller.stop(), timeout=5)
+        return recorder
+
+    recorder = run(scenario())
+    assert recorder.running == 0
+    assert sorted(recorder.calls) == [("ns", "a"), ("ns", "b")]
