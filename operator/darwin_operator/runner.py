@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import kopf
 import prometheus_client
@@ -207,7 +208,7 @@ class StartupError(Exception):
     """What keeps the operator from starting, as one line for the person who started it."""
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> NoReturn:
     from darwin_operator import handlers  # noqa: F401  (registers the kopf handlers)
 
     namespaces = list(args.namespace)
@@ -261,8 +262,12 @@ def _run(args: argparse.Namespace) -> int:
         else None,
         memo=kopf.Memo(controller=controller, cluster=cluster),
     )
+    # Not asyncio.run(): closing the loop would wait for its executor's threads, which may be
+    # blocked in requests; shutdown.exit_now() leaves them behind.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     with contextlib.suppress(asyncio.CancelledError):
-        asyncio.run(_operate(kopf_options, stopping))
+        loop.run_until_complete(_operate(kopf_options, stopping))
     log.info("stopped")
     shutdown.exit_now(0)
 

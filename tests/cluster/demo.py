@@ -70,7 +70,7 @@ class Demo:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+                env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},  # the flag does it
             )
         self.pid_file.write_text(str(proc.pid))
         (self.cluster.dir / "demo-operator.ports").write_text(

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+# What the Kubernetes clients read besides their flags.
+CREDENTIAL_VARIABLES = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 
 
 def _free_port() -> int:
@@ -32,15 +34,21 @@ def operator_binary() -> str:
 class OperatorProcess:
     def __init__(
         self,
-        kubeconfig: str,
+        kubeconfig: str | None,
         log_path: Path,
         *,
         namespaces: tuple[str, ...] = (),
         resync_seconds: float = 3.0,
         scheduling_timeout: float = 120.0,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = (),
     ) -> None:
+        """kubeconfig None: no --kubeconfig (credentials from `env`, e.g. in-cluster); the
+        launcher, if any, runs the operator's argv (e.g. in a mount namespace of its own)."""
         self.kubeconfig = kubeconfig
+        self.env = env or {}
+        self.launcher = launcher
         self.log_path = log_path
         self.namespaces = namespaces
         self.resync_seconds = resync_seconds
@@ -53,10 +61,10 @@ class OperatorProcess:
 
     def argv(self) -> list[str]:
         args = [
+            *self.launcher,
             operator_binary(),
             "run",
-            "--kubeconfig",
-            self.kubeconfig,
+            *(("--kubeconfig", self.kubeconfig) if self.kubeconfig else ()),
             "--metrics-port",
             str(self.metrics_port),
             "--health-port",
@@ -78,7 +86,9 @@ class OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         log.write(f"\n===== start {time.strftime('%H:%M:%S')} {' '.join(self.argv())}\n".encode())
         log.flush()
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
+        # --kubeconfig alone, as documented: nothing in the environment may stand in for it.
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+        env.update(self.env, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

@@ -1,0 +1,195 @@
+"""Benchmark of how long `darwin-operator run` takes to exit on SIGTERM, on the local control
+plane (64 fake B200 nodes by default), with its work queue busy.
+
+For each count of endpoints (each 2 groups x 2 pods x 2 GPUs; past 64 of them the rest wait for
+GPUs, and every reconcile of a waiting endpoint counts the free GPUs of the whole cluster), the
+endpoints are applied at once, the operator (peering through a ClusterKopfPeering, as the chart
+runs it) gets SIGTERM while it is creating pods ("burst") and again, restarted, once every pod
+exists ("settled"). Prints seconds to exit, exit code, whether the --shutdown-seconds budget cut
+the exit short, whether the peering keep-alive was withdrawn; then how long a fresh start takes
+to have every pod the endpoints need. No thresholds.
+
+    .venv/bin/python bench/bench_shutdown.py                  # starts and stops its own cluster
+    .venv/bin/python bench/bench_shutdown.py --kubeconfig K   # a cluster that is already up
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
+    sys.path.insert(0, str(path))
+
+from tests.e2e.operator_process import OperatorProcess, endpoint_manifest  # noqa: E402
+
+from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
+
+CRDS = REPO / "charts" / "darwin-operator" / "crds"
+SHAPE = dict(replicas=2, tp=2, pp=2, pods_per_group=2, ready_after="1s")
+PODS_PER_ENDPOINT = 4
+PEERING = "bench-shutdown"
+BUDGET_SPENT = "still stopping after"  # shutdown.py's line when the budget cut the exit short
+
+
+class Bench:
+    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path, budget: float | None):
+        self.kubeconfig, self.kubectl_binary, self.workdir = kubeconfig, kubectl, workdir
+        self.budget = budget
+        self.raw = Cluster(load_api_client(kubeconfig), workers=2)
+        self.runs = 0
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return subprocess.run(
+            [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    def pod_count(self, namespace: str) -> int:
+        listing = self.raw.request_sync(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        return len(listing["items"])
+
+    def operator(self, namespace: str, name: str) -> OperatorProcess:
+        self.runs += 1
+        args = ["--peering", PEERING, "--peering-lifetime", "60"]
+        if self.budget is not None:
+            args += ["--shutdown-seconds", str(self.budget)]
+        return OperatorProcess(
+            self.kubeconfig,
+            self.workdir / f"operator-{name}.log",
+            resync_seconds=30,
+            namespaces=(namespace,),
+            extra_args=tuple(args),
+            env={"POD_ID": f"bench-{self.runs}"},
+        )
+
+    def peers(self, namespace: str) -> dict:
+        path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}"
+        return self.raw.request_sync("GET", path).get("status") or {}
+
+    def sigterm(self, process: OperatorProcess, namespace: str) -> dict:
+        identity = process.env["POD_ID"]
+        registered = identity in self.peers(namespace)
+        assert process.process is not None
+        started = time.monotonic()
+        process.process.send_signal(signal.SIGTERM)
+        try:
+            code = process.process.wait(300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = "killed after 300 s"
+        seconds = time.monotonic() - started
+        return {
+            "seconds": seconds,
+            "code": code,
+            "cut": BUDGET_SPENT in process.log(tail=50),
+            "released": registered and identity not in self.peers(namespace),
+        }
+
+    def run(self, count: int) -> list[dict]:
+        namespace = f"bench-stop-{count}-{int(time.time())}"
+        self.kubectl("create", "namespace", namespace)
+        expected = count * PODS_PER_ENDPOINT
+        items = [endpoint_manifest(f"ep-{i}", **SHAPE) for i in range(count)]
+        rows = []
+        first = self.operator(namespace, f"{count}-burst").start()
+        self.kubectl(
+            "apply", "-n", namespace, "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while self.pod_count(namespace) < min(expected // 4, 200):
+            assert time.monotonic() < deadline, first.log()
+            time.sleep(0.2)
+        rows.append({"endpoints": count, "moment": "burst", **self.sigterm(first, namespace)})
+
+        second = self.operator(namespace, f"{count}-settled")
+        started = time.monotonic()
+        second.start()
+        while self.pod_count(namespace) < expected:
+            assert time.monotonic() < started + 600, second.log()
+            time.sleep(0.5)
+        carried_on = time.monotonic() - started
+        time.sleep(5)  # the queue keeps resyncing the waiting endpoints
+        rows.append(
+            {
+                "endpoints": count,
+                "moment": "settled",
+                **self.sigterm(second, namespace),
+                "carried_on": carried_on,
+            }
+        )
+        self.kubectl("delete", "namespace", namespace, "--wait=false")
+        return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    parser.add_argument("--nodes", type=int, default=64)
+    parser.add_argument("--counts", default="50,300")
+    parser.add_argument(
+        "--shutdown-seconds",
+        type=float,
+        default=None,
+        help="passed to the operator; default: the operator's own default",
+    )
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    from localcluster import Binaries, Cluster, NodeShape
+
+    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-stop-"))
+    local = None
+    kubeconfig = args.kubeconfig
+    if not kubeconfig:
+        local = Cluster(workdir / "cluster")
+        local.up(args.nodes, NodeShape(), timeout=300)
+        kubeconfig = str(local.kubeconfig)
+    try:
+        kubectl = str(Binaries.from_cache().kubectl)
+        bench = Bench(kubeconfig, kubectl, workdir, args.shutdown_seconds)
+        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+        for crd in ("darwinendpoints.serving.darwin.ai", "kopfpeerings.kopf.dev"):
+            bench.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        rows = [row for count in args.counts.split(",") for row in bench.run(int(count))]
+    finally:
+        if local is not None:
+            local.down()
+
+    budget = "default" if args.shutdown_seconds is None else f"{args.shutdown_seconds:g} s"
+    print(f"\nSIGTERM to exit: {args.nodes} nodes, each endpoint 2 groups x 2 pods x 2 GPUs")
+    print(f"--shutdown-seconds: {budget}; peering through a KopfPeering (lifetime 60 s)")
+    header = (
+        f"{'endpoints':>9} {'moment':>8} {'exit s':>7} {'code':>5} {'budget cut':>10} "
+        f"{'peering released':>16} {'restart to all pods s':>21}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        carried = f"{r['carried_on']:.1f}" if "carried_on" in r else ""
+        print(
+            f"{r['endpoints']:>9} {r['moment']:>8} {r['seconds']:>7.2f} {r['code']!s:>5} "
+            f"{'yes' if r['cut'] else 'no':>10} {'yes' if r['released'] else 'no':>16} "
+            f"{carried:>21}"
+        )
+    print(f"operator logs: {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
