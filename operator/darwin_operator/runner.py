@@ -223,6 +223,7 @@ def _run(args: argparse.Namespace) -> NoReturn:
     # The watched kinds are known and installed first: no CRD or namespace scanning, which
     # needs cluster-wide reads the chart's RBAC does not grant.
     settings.scanning.disabled = True
+    _serve_http(args)  # before peering registers this replica: a port in use stops us here
     try:
         with _quiet("urllib3.connectionpool"):  # its retries: the error below says it all
             cluster.check_api()
@@ -247,7 +248,6 @@ def _run(args: argparse.Namespace) -> NoReturn:
         reconciler.reconcile if guard is None else guard.wrap(reconciler.reconcile, Result())
     )
     controller = Controller(reconcile, resync_seconds=args.resync_seconds)
-    _serve_http(args)
     stopping = shutdown.Shutdown(args.shutdown_seconds, on_begin=controller.halt)
     kopf_options = dict(
         settings=settings,
