@@ -213,7 +213,8 @@ def _run(args: argparse.Namespace) -> NoReturn:
 
     namespaces = list(args.namespace)
     try:
-        client = load_api_client(args.kubeconfig, pool_size=args.api_workers)
+        # a connection per worker, and a few for the peering guard's reads from its thread
+        client = load_api_client(args.kubeconfig, pool_size=args.api_workers + 4)
     except CredentialsError as e:
         raise StartupError(str(e)) from None
     cluster = Cluster(client, workers=args.api_workers, namespaces=namespaces)

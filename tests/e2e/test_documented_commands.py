@@ -308,4 +308,5 @@ def test_every_documented_command_works_as_written(own_cluster, tmp_path):
     assert code == 0, process.log()
 
     for command, rule, _ in planned["not-here"]:
+        assert rule.reason, f"`{command.text}` is not run: the rule must say why"
         print(f"not run here: `{command.text}` ({command.where}): {rule.reason}")
