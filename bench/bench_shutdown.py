@@ -3,11 +3,13 @@ plane (64 fake B200 nodes by default), with its work queue busy.
 
 For each count of endpoints (each 2 groups x 2 pods x 2 GPUs; past 64 of them the rest wait for
 GPUs, and every reconcile of a waiting endpoint counts the free GPUs of the whole cluster), the
-endpoints are applied at once, the operator (peering through a ClusterKopfPeering, as the chart
-runs it) gets SIGTERM while it is creating pods ("burst") and again, restarted, once every pod
-exists ("settled"). Prints seconds to exit, exit code, whether the --shutdown-seconds budget cut
-the exit short, whether the peering keep-alive was withdrawn; then how long a fresh start takes
-to have every pod the endpoints need. No thresholds.
+endpoints are applied at once, the operator (peering through a KopfPeering, as the chart runs
+it) gets SIGTERM while it is creating pods ("burst") and again, restarted, once every pod exists
+("settled"). With --api-latency, the operator talks to the API server through a proxy that
+delays every response that long (an overloaded API server: requests hang in the client's
+threads), and gets SIGTERM as soon as it creates pods. Prints seconds to exit, exit code,
+whether the --shutdown-seconds budget cut the exit short, whether the peering keep-alive was
+withdrawn, and how long a fresh start takes to have every pod the endpoints need. No thresholds.
 
     .venv/bin/python bench/bench_shutdown.py                  # starts and stops its own cluster
     .venv/bin/python bench/bench_shutdown.py --kubeconfig K   # a cluster that is already up
@@ -29,6 +31,7 @@ for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
     sys.path.insert(0, str(path))
 
 from tests.e2e.operator_process import OperatorProcess, endpoint_manifest  # noqa: E402
+from tests.e2e.slow_api import SlowApi  # noqa: E402
 
 from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
 
@@ -63,13 +66,13 @@ class Bench:
         )
         return len(listing["items"])
 
-    def operator(self, namespace: str, name: str) -> OperatorProcess:
+    def operator(self, namespace: str, name: str, kubeconfig: str | None = None) -> OperatorProcess:
         self.runs += 1
         args = ["--peering", PEERING, "--peering-lifetime", "60"]
         if self.budget is not None:
             args += ["--shutdown-seconds", str(self.budget)]
         return OperatorProcess(
-            self.kubeconfig,
+            kubeconfig or self.kubeconfig,
             self.workdir / f"operator-{name}.log",
             resync_seconds=30,
             namespaces=(namespace,),
@@ -100,39 +103,43 @@ class Bench:
             "released": registered and identity not in self.peers(namespace),
         }
 
-    def run(self, count: int) -> list[dict]:
+    def run(self, count: int, latency: float) -> list[dict]:
         namespace = f"bench-stop-{count}-{int(time.time())}"
         self.kubectl("create", "namespace", namespace)
         expected = count * PODS_PER_ENDPOINT
         items = [endpoint_manifest(f"ep-{i}", **SHAPE) for i in range(count)]
+        row = {"endpoints": count, "latency": latency}
         rows = []
-        first = self.operator(namespace, f"{count}-burst").start()
+        slow = SlowApi(self.kubeconfig, latency).start() if latency else None
+        through = slow.kubeconfig(self.workdir / f"slow-{count}.kubeconfig") if slow else None
+        first = self.operator(namespace, f"{count}-{latency:g}-burst", through)
+        first.start(timeout=120)
         self.kubectl(
             "apply", "-n", namespace, "-f", "-",
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
         )  # fmt: skip
+        busy = 1 if latency else min(expected // 4, 200)
         deadline = time.monotonic() + 300
-        while self.pod_count(namespace) < min(expected // 4, 200):
+        while self.pod_count(namespace) < busy:
             assert time.monotonic() < deadline, first.log()
             time.sleep(0.2)
-        rows.append({"endpoints": count, "moment": "burst", **self.sigterm(first, namespace)})
+        rows.append({**row, "moment": "burst", **self.sigterm(first, namespace)})
+        if slow:
+            slow.stop()
 
-        second = self.operator(namespace, f"{count}-settled")
+        second = self.operator(namespace, f"{count}-{latency:g}-settled")
         started = time.monotonic()
         second.start()
         while self.pod_count(namespace) < expected:
             assert time.monotonic() < started + 600, second.log()
             time.sleep(0.5)
         carried_on = time.monotonic() - started
-        time.sleep(5)  # the queue keeps resyncing the waiting endpoints
-        rows.append(
-            {
-                "endpoints": count,
-                "moment": "settled",
-                **self.sigterm(second, namespace),
-                "carried_on": carried_on,
-            }
-        )
+        rows[-1]["carried_on"] = carried_on
+        if not latency:
+            time.sleep(5)  # the queue keeps resyncing the waiting endpoints
+            rows.append({**row, "moment": "settled", **self.sigterm(second, namespace)})
+        else:
+            self.sigterm(second, namespace)
         self.kubectl("delete", "namespace", namespace, "--wait=false")
         return rows
 
@@ -142,6 +149,11 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--counts", default="50,300")
+    parser.add_argument(
+        "--api-latency",
+        default="0,5",
+        help="seconds each API response is held back, comma-separated runs (default 0,5)",
+    )
     parser.add_argument(
         "--shutdown-seconds",
         type=float,
@@ -166,7 +178,12 @@ def main() -> int:
         bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
         for crd in ("darwinendpoints.serving.darwin.ai", "kopfpeerings.kopf.dev"):
             bench.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
-        rows = [row for count in args.counts.split(",") for row in bench.run(int(count))]
+        rows = [
+            row
+            for latency in args.api_latency.split(",")
+            for count in args.counts.split(",")
+            for row in bench.run(int(count), float(latency))
+        ]
     finally:
         if local is not None:
             local.down()
@@ -175,15 +192,16 @@ def main() -> int:
     print(f"\nSIGTERM to exit: {args.nodes} nodes, each endpoint 2 groups x 2 pods x 2 GPUs")
     print(f"--shutdown-seconds: {budget}; peering through a KopfPeering (lifetime 60 s)")
     header = (
-        f"{'endpoints':>9} {'moment':>8} {'exit s':>7} {'code':>5} {'budget cut':>10} "
-        f"{'peering released':>16} {'restart to all pods s':>21}"
+        f"{'API latency s':>13} {'endpoints':>9} {'moment':>8} {'exit s':>7} {'code':>5} "
+        f"{'budget cut':>10} {'peering released':>16} {'restart to all pods s':>21}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         carried = f"{r['carried_on']:.1f}" if "carried_on" in r else ""
         print(
-            f"{r['endpoints']:>9} {r['moment']:>8} {r['seconds']:>7.2f} {r['code']!s:>5} "
+            f"{r['latency']:>13g} {r['endpoints']:>9} {r['moment']:>8} {r['seconds']:>7.2f} "
+            f"{r['code']!s:>5} "
             f"{'yes' if r['cut'] else 'no':>10} {'yes' if r['released'] else 'no':>16} "
             f"{carried:>21}"
         )

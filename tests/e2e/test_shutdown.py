@@ -22,6 +22,7 @@ from tests.e2e.operator_process import (
     label,
     pods,
 )
+from tests.e2e.slow_api import SlowApi
 from tests.e2e.test_ha import reconciles
 from tests.e2e.waiting import wait_for
 
@@ -97,6 +98,26 @@ def test_sigterm_mid_burst_exits_within_the_budget_and_the_next_start_carries_on
             assert sorted(members) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")], name
     finally:
         sigterm(second)
+
+
+def test_sigterm_while_requests_hang_on_a_slow_api_server_exits_within_the_budget(
+    cluster, crd_installed, namespace, tmp_path
+):
+    # Every response takes longer than the whole budget: nothing in flight can finish in time.
+    slow = SlowApi(cluster.kubeconfig, latency=2 * SHUTDOWN_SECONDS).start()
+    try:
+        process = OperatorProcess(
+            slow.kubeconfig(tmp_path / "slow.kubeconfig"),
+            tmp_path / "operator.log",
+            namespaces=(namespace,),
+            extra_args=("--shutdown-seconds", str(SHUTDOWN_SECONDS)),
+        ).start(timeout=120)
+        apply_many(cluster, namespace)
+        wait_for(lambda: pods(cluster, namespace), timeout=120, what="the operator creating pods")
+        took = sigterm(process)
+        print(f"exit after SIGTERM, requests hanging: {took:.2f}s")
+    finally:
+        slow.stop()
 
 
 def test_a_busy_active_replica_hands_over_at_once(cluster, crd_installed, namespace, tmp_path):
