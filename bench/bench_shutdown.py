@@ -64,7 +64,7 @@ class Bench:
             f"/api/v1/namespaces/{namespace}/pods",
             accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
         )
-        return len(listing["items"])
+        return len(listing.get("items") or [])
 
     def operator(self, namespace: str, name: str, kubeconfig: str | None = None) -> OperatorProcess:
         self.runs += 1

@@ -1,6 +1,7 @@
 """SIGTERM stops the operator within --shutdown-seconds however busy its work queue; what it
 abandons, the next start carries on from the cluster's state; an active replica withdraws its
-peering keep-alive on the way out, so a standby takes over at once, not after the lifetime."""
+peering keep-alive on the way out, so a standby takes over at once, not after the lifetime
+(tests/e2e/test_ha.py times that handover on a quiet cluster)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,9 @@ def test_sigterm_while_requests_hang_on_a_slow_api_server_exits_within_the_budge
         slow.stop()
 
 
-def test_a_busy_active_replica_hands_over_at_once(cluster, crd_installed, namespace, tmp_path):
+def test_a_busy_active_replica_withdraws_its_keep_alive_on_sigterm(
+    cluster, crd_installed, namespace, tmp_path
+):
     values = {"replicaCount": 2, "watch": {"scope": "namespaces", "namespaces": [namespace]}}
     with (
         extra_namespace(cluster, "operator") as home,
@@ -134,27 +137,33 @@ def test_a_busy_active_replica_hands_over_at_once(cluster, crd_installed, namesp
         )  # fmt: skip
         first, second = (
             OperatorProcess(
-                kubeconfig, tmp_path / f"{name}.log", namespaces=(namespace,), extra_args=args
+                kubeconfig,
+                tmp_path / f"{name}.log",
+                namespaces=(namespace,),
+                extra_args=args,
+                env={"POD_ID": name},  # the identity it peers under
             )
             for name in ("first", "second")
         )
         for process in (first, second):
             processes.callback(process.kill)
             process.start()
+
+        def peers() -> dict:
+            peering = cluster.json("get", "kopfpeering", release.fullname, "-n", namespace)
+            return peering.get("status") or {}
+
+        assert {"first", "second"} <= set(peers())
         apply_many(cluster, namespace)
         wait_for(lambda: pods(cluster, namespace), timeout=60, what="the active replica acting")
         assert reconciles(second) == 0
 
         signalled = time.monotonic()
         sigterm(first)
-        # Once the keep-alive is withdrawn, the standby's watches resume and every endpoint is
-        # reconciled well within one resync period; an expired keep-alive would take the
-        # lifetime, which is longer.
-        bound = SHUTDOWN_SECONDS + second.resync_seconds
-        assert bound < STANDBY_LIFETIME
+        # Withdrawn, not left to expire: the standby need not wait out the lifetime.
+        assert "first" not in peers(), peers()
         wait_for(
-            lambda: reconciles(second) > 0,
-            timeout=max(0.0, bound - (time.monotonic() - signalled)),
-            what=f"the standby acting within {bound}s of SIGTERM to the active replica",
+            lambda: reconciles(second) > 0, timeout=STANDBY_LIFETIME, what="the standby acting"
         )
-        print(f"handover after SIGTERM, busy: {time.monotonic() - signalled:.2f}s")
+        took = time.monotonic() - signalled
+        print(f"busy standby's first reconcile done {took:.2f}s after SIGTERM")
