@@ -7,7 +7,7 @@ endpoints are applied at once, the operator (peering through a KopfPeering, as t
 it) gets SIGTERM while it is creating pods ("burst") and again, restarted, once every pod exists
 ("settled"). With --api-latency, the operator talks to the API server through a proxy that
 delays every response that long (an overloaded API server: requests hang in the client's
-threads), and gets SIGTERM as soon as it creates pods. Prints seconds to exit, exit code,
+threads), and gets SIGTERM once 16 responses are held back. Prints seconds to exit, exit code,
 whether the --shutdown-seconds budget cut the exit short, whether the peering keep-alive was
 withdrawn, and how long a fresh start takes to have every pod the endpoints need. No thresholds.
 
@@ -118,9 +118,9 @@ class Bench:
             "apply", "-n", namespace, "-f", "-",
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
         )  # fmt: skip
-        busy = 1 if latency else min(expected // 4, 200)
         deadline = time.monotonic() + 300
-        while self.pod_count(namespace) < busy:
+        busy_pods = min(expected // 4, 200)
+        while not (slow.held >= 16 if slow else self.pod_count(namespace) >= busy_pods):
             assert time.monotonic() < deadline, first.log()
             time.sleep(0.2)
         rows.append({**row, "moment": "burst", **self.sigterm(first, namespace)})

@@ -21,6 +21,7 @@ class SlowApi:
         self.upstream = (server.hostname or "127.0.0.1", server.port or 443)
         self.latency = latency
         self.port = 0
+        self.held = 0  # responses (chunks of) held back right now: requests hanging
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
 
@@ -56,35 +57,37 @@ class SlowApi:
             client_out.close()
             return
         await asyncio.gather(
-            _pipe(client_in, server_out, 0.0),
-            _pipe(server_in, client_out, self.latency),
+            self._pipe(client_in, server_out, 0.0),
+            self._pipe(server_in, client_out, self.latency),
             return_exceptions=True,
         )
 
+    async def _pipe(self, reader, writer, latency: float) -> None:
+        """Copy reader to writer, each chunk `latency` seconds after it arrived, in order."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        delayed = 1 if latency else 0
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float):
-    """Copy reader to writer, each chunk `latency` seconds after it arrived, in order."""
-    loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        async def forward() -> None:
+            while True:
+                due, data = await chunks.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                self.held -= delayed
+                writer.write(data)
+                await writer.drain()
 
-    async def forward() -> None:
-        while True:
-            due, data = await chunks.get()
-            if not data:
-                break
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            writer.write(data)
-            await writer.drain()
-
-    forwarding = asyncio.create_task(forward())
-    try:
-        while data := await reader.read(65536):
-            chunks.put_nowait((loop.time() + latency, data))
-    except OSError:
-        pass
-    finally:
-        chunks.put_nowait((0.0, b""))
+        forwarding = asyncio.create_task(forward())
         try:
-            await forwarding
+            while data := await reader.read(65536):
+                self.held += delayed
+                chunks.put_nowait((loop.time() + latency, data))
+        except OSError:
+            pass
         finally:
-            writer.close()
+            chunks.put_nowait((0.0, b""))
+            try:
+                await forwarding
+            finally:
+                writer.close()

@@ -114,7 +114,7 @@ def test_sigterm_while_requests_hang_on_a_slow_api_server_exits_within_the_budge
             extra_args=("--shutdown-seconds", str(SHUTDOWN_SECONDS)),
         ).start(timeout=120)
         apply_many(cluster, namespace)
-        wait_for(lambda: pods(cluster, namespace), timeout=120, what="the operator creating pods")
+        wait_for(lambda: slow.held >= 8, timeout=60, what="requests hanging")
         took = sigterm(process)
         print(f"exit after SIGTERM, requests hanging: {took:.2f}s")
     finally:
