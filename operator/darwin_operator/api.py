@@ -225,13 +225,40 @@ class _Model(BaseModel):
 
 class Backend(StrEnum):
     MP = "mp"  # vLLM's own multi-node launcher: --nnodes/--node-rank/--master-addr/--headless
+    # Kept in the enum only so that the API server refuses it with a message (RAY_REFUSED).
     RAY = "ray"
 
 
 class Gang(StrEnum):
     GATE = "Gate"  # the operator's scheduling gate, lifted for a whole group at once
+    # Kept in the enum only so that the API server refuses it with a message (KUEUE_REFUSED).
     KUEUE = "Kueue"
     NONE = "None"
+
+
+# Options once offered and withdrawn: a half-working option is worse than none. vLLM's image
+# (v0.33.0) ships no Ray, so `ray start` failed in every pod and the group was recreated until the
+# endpoint turned Failed; Kueue never managed the pods (no queue name), so groups ran ungated.
+RAY_REFUSED = Rule(
+    cel="self.backend != 'ray'",
+    message=(
+        "backend ray is not supported: vLLM's image ships no Ray; use backend mp, vLLM's own "
+        "multi-node launcher, which needs nothing else in the image"
+    ),
+    check=lambda e: e.backend != Backend.RAY,
+    field_path=".backend",
+    reason="FieldValueForbidden",
+)
+KUEUE_REFUSED = Rule(
+    cel="self.gang != 'Kueue'",
+    message=(
+        "gang Kueue is not supported: use Gate (the operator admits each group all-or-nothing) "
+        "or None (pods are created ungated)"
+    ),
+    check=lambda p: p.gang != Gang.KUEUE,
+    field_path=".gang",
+    reason="FieldValueForbidden",
+)
 
 
 class Dtype(StrEnum):
@@ -289,7 +316,8 @@ class ModelSpec(_Model):
     served_name: str | None = Field(
         default=None, min_length=1, max_length=256, pattern=NO_BLANK_NO_DASH_PATTERN
     )
-    """Model name clients send (--served-model-name); defaults to metadata.name."""
+    """Short model name clients send (--served-model-name); defaults to metadata.name. The hub
+    id in `name` is served too."""
     token_secret_ref: SecretKeyRef | None = None
     """Hub token for gated models, passed as HF_TOKEN from this Secret key (never a literal)."""
     cache: ModelCache | None = None
@@ -356,7 +384,8 @@ class EngineSpec(_Model):
     trust_remote_code: bool = False
     """Run the model repository's own code (--trust-remote-code)."""
     backend: Backend = Backend.MP
-    """mp: vLLM's own multi-node launcher; ray: a Ray cluster per group (podsPerGroup > 1)."""
+    """mp: vLLM's own multi-node launcher (--nnodes/--node-rank/--master-addr, workers
+    --headless). ray is refused: vLLM's image ships no Ray."""
     extra_args: list[ExtraArg] = Field(default_factory=list, max_length=MAX_EXTRA_ARGS)
     """More `vllm serve` arguments, appended after the operator's; flags the operator owns are
     refused."""
@@ -388,6 +417,7 @@ class EngineSpec(_Model):
             field_path=".env",
             reason="FieldValueForbidden",
         ),
+        RAY_REFUSED,
     )
 
     @property
@@ -432,8 +462,8 @@ class PlacementSpec(_Model):
     )
     """PriorityClass of every pod."""
     gang: Gang = Gang.GATE
-    """Gate: the operator admits a group all-or-nothing with a scheduling gate; Kueue: Kueue
-    does; None: pods are created ungated."""
+    """Gate: the operator admits a group all-or-nothing with a scheduling gate; None: pods are
+    created ungated. Kueue is refused (it was never wired to a queue)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -448,6 +478,7 @@ class PlacementSpec(_Model):
             check=lambda p: _gpu_resource_ok(p.gpu_resource),
             field_path=".gpuResource",
         ),
+        KUEUE_REFUSED,
     )
 
 
@@ -578,15 +609,6 @@ class DarwinEndpointSpec(_Model):
             ),
             check=_pods_hold_whole_tp_groups,
             field_path=".placement.podsPerGroup",
-        ),
-        Rule(
-            cel="self.engine.backend != 'ray' || self.placement.podsPerGroup > 1",
-            message=(
-                "backend ray needs placement.podsPerGroup > 1; "
-                "a group of one pod runs with backend mp"
-            ),
-            check=lambda s: s.engine.backend != Backend.RAY or s.placement.pods_per_group > 1,
-            field_path=".engine.backend",
         ),
         Rule(
             cel="self.rollout.partition <= self.replicas",

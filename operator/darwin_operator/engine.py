@@ -1,16 +1,15 @@
 """The vLLM command line and environment of one pod of a replica group (pure; never imports vllm).
 
-mp backend: every pod runs `vllm serve`; with more than one pod per group they form one vLLM
-instance through vLLM's own multi-node launcher (--nnodes/--node-rank/--master-addr), workers
-with --headless. ray backend: the leader starts a Ray head, waits until the workers' GPUs have
-joined and runs `vllm serve --distributed-executor-backend ray`; workers only join Ray.
+Every pod runs `vllm serve`; with more than one pod per group they form one vLLM instance
+through vLLM's own multi-node launcher (--nnodes/--node-rank/--master-addr), workers with
+--headless. (Ray is not offered: vLLM's image ships none; api.RAY_REFUSED.)
 """
 
 from __future__ import annotations
 
 import shlex
 
-from darwin_operator.api import Backend, DarwinEndpointSpec
+from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.topology import shape_of
 from darwin_operator.vocabulary import LEADER_RANK
 
@@ -18,25 +17,28 @@ HTTP_PORT = 8000  # the container's port; the client Service may expose another
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"
 MASTER_PORT = 29500  # torch.distributed rendezvous on the leader (mp, several pods)
-RAY_PORT = 6379
 
 
-def served_model_name(spec: DarwinEndpointSpec, endpoint_name: str) -> str:
-    return spec.model.served_name or endpoint_name
+def served_model_names(spec: DarwinEndpointSpec, endpoint_name: str) -> list[str]:
+    """The names the endpoint answers to: the short name first (vLLM reports the first in
+    responses and in its metrics' model_name), then the hub id, which clients written against
+    the model card send. A model given as a path has no hub id to serve."""
+    names = [spec.model.served_name or endpoint_name]
+    if not spec.model.name.startswith("/") and spec.model.name not in names:
+        names.append(spec.model.name)
+    return names
 
 
 def vllm_serve_args(
     spec: DarwinEndpointSpec, *, endpoint_name: str, rank: int, leader_address: str
 ) -> list[str]:
-    """The arguments after `vllm serve` for a rank that runs it (mp: every rank; ray: leader)."""
+    """The arguments after `vllm serve` for one rank of a group."""
     shape = shape_of(spec)
     engine = spec.engine
-    if engine.backend == Backend.RAY and rank != LEADER_RANK:
-        raise ValueError("with backend ray only the leader runs vllm serve")
     args = [
         spec.model.name,
         "--served-model-name",
-        served_model_name(spec, endpoint_name),
+        *served_model_names(spec, endpoint_name),
         "--host",
         "0.0.0.0",
         "--port",
@@ -48,9 +50,7 @@ def vllm_serve_args(
         "--dtype",
         engine.dtype.value,
     ]
-    if engine.backend == Backend.RAY:
-        args += ["--distributed-executor-backend", "ray"]
-    elif shape.pods_per_group > 1:
+    if shape.pods_per_group > 1:
         args += [
             "--distributed-executor-backend",
             "mp",
@@ -77,7 +77,7 @@ def vllm_serve_args(
 
 
 def _wait_for_dns(address: str) -> str:
-    # The leader's DNS record appears once its pod has an IP; torch and Ray fail fast without it.
+    # The leader's DNS record appears once its pod has an IP; torch fails fast without it.
     return f"until getent hosts {shlex.quote(address)} >/dev/null; do sleep 2; done"
 
 
@@ -86,8 +86,6 @@ def container_command(
 ) -> list[str]:
     """The full command of the vLLM container of one rank."""
     shape = shape_of(spec)
-    if spec.engine.backend == Backend.RAY:
-        return ["bash", "-c", _ray_script(spec, endpoint_name, rank, leader_address)]
     serve = [
         "vllm",
         "serve",
@@ -98,35 +96,6 @@ def container_command(
     if shape.pods_per_group == 1:
         return serve
     return ["bash", "-c", f"{_wait_for_dns(leader_address)}\nexec {shlex.join(serve)}"]
-
-
-def _ray_script(spec: DarwinEndpointSpec, endpoint_name: str, rank: int, leader: str) -> str:
-    shape = shape_of(spec)
-    node = f'--node-ip-address="$VLLM_HOST_IP" --num-gpus={shape.gpus_per_pod}'
-    if rank != LEADER_RANK:
-        return "\n".join(
-            [
-                _wait_for_dns(leader),
-                f"exec ray start --address={shlex.quote(f'{leader}:{RAY_PORT}')} {node} --block",
-            ]
-        )
-    serve = [
-        "vllm",
-        "serve",
-        *vllm_serve_args(spec, endpoint_name=endpoint_name, rank=rank, leader_address=leader),
-    ]
-    gpus_joined = (
-        "import ray, sys; ray.init(address='auto', logging_level='ERROR'); "
-        f"sys.exit(0 if ray.cluster_resources().get('GPU', 0) >= {shape.gpus} else 1)"
-    )
-    return "\n".join(
-        [
-            "set -e",
-            f"ray start --head --port={RAY_PORT} {node} --disable-usage-stats",
-            f"until python3 -c {shlex.quote(gpus_joined)}; do sleep 5; done",
-            f"exec {shlex.join(serve)}",
-        ]
-    )
 
 
 def pod_env(

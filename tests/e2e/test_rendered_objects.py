@@ -18,7 +18,7 @@ MANIFESTS = [
     *sorted(REPO.glob("manifests/examples/*")),
 ]
 
-# The paths the manifests do not take: ray, Kueue, host-path cache, every placement extra.
+# The paths the manifests do not take: no gang, host-path cache, every placement extra.
 EVERYTHING_ELSE = {
     "apiVersion": "serving.darwin.ai/v1alpha1",
     "kind": "DarwinEndpoint",
@@ -33,12 +33,11 @@ EVERYTHING_ELSE = {
         "engine": {
             "tensorParallelSize": 2,
             "pipelineParallelSize": 2,
-            "backend": "ray",
             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         },
         "placement": {
             "podsPerGroup": 2,
-            "gang": "Kueue",
+            "gang": "None",
             "nodeSelector": {"pool": "b200"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
             "topologyKey": "kubernetes.io/hostname",

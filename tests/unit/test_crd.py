@@ -93,7 +93,7 @@ def test_rules_sit_on_their_models():
     rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
     assert any("podsPerGroup" in rule for rule in rules)
     engine_rules = spec["properties"]["engine"]["x-kubernetes-validations"]
-    assert [r["fieldPath"] for r in engine_rules] == [".extraArgs", ".env"]
+    assert [r["fieldPath"] for r in engine_rules] == [".extraArgs", ".env", ".backend"]
     assert "self.metadata.name" in schema["x-kubernetes-validations"][0]["rule"]
 
 

@@ -1,4 +1,4 @@
-"""vLLM command lines and environment, per backend and rank."""
+"""vLLM command lines and environment, per rank."""
 
 import shlex
 
@@ -26,7 +26,8 @@ def test_single_pod_serves_the_whole_group_without_multi_node_flags():
     assert args[0] == "FINAL-Bench/Darwin-398B-JGOS"
     assert flag(args, "--tensor-parallel-size") == "2"
     assert flag(args, "--pipeline-parallel-size") == "3"
-    assert flag(args, "--served-model-name") == "darwin-398b"
+    names = args[args.index("--served-model-name") + 1 : args.index("--host")]
+    assert names == ["darwin-398b", "FINAL-Bench/Darwin-398B-JGOS"]  # the short name and hub id
     assert flag(args, "--port") == "8000" and flag(args, "--host") == "0.0.0.0"
     assert flag(args, "--dtype") == "bfloat16"
     assert flag(args, "--max-model-len") == "18432"
@@ -57,6 +58,15 @@ def test_pod_per_stage_joins_the_leader_with_vllms_multi_node_flags(rank):
     assert command[2].splitlines()[-1] == "exec " + shlex.join(["vllm", "serve", *args])
 
 
+def test_a_model_path_is_not_served_as_a_name_and_no_name_is_served_twice():
+    by_path = args_of(spec(model={"name": "/models/darwin"}))
+    assert by_path[by_path.index("--served-model-name") + 1 : by_path.index("--host")] == [
+        "darwin-398b"
+    ]
+    same = args_of(spec(model={"name": "org/m", "servedName": "org/m"}))
+    assert same[same.index("--served-model-name") + 1 : same.index("--host")] == ["org/m"]
+
+
 def test_optional_flags_follow_the_spec_and_extra_args_come_last():
     custom = spec(
         model={
@@ -76,30 +86,6 @@ def test_optional_flags_follow_the_spec_and_extra_args_come_last():
     assert flag(args, "--download-dir") == "/weights"
     assert "--max-model-len" not in args and "--trust-remote-code" not in args
     assert args[-2:] == ["--max-num-seqs", "8"]
-
-
-def test_ray_leader_starts_a_head_waits_for_all_gpus_then_serves():
-    ray = spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3})
-    args = args_of(ray)
-    assert flag(args, "--distributed-executor-backend") == "ray"
-    assert "--nnodes" not in args and "--headless" not in args
-    script = engine.container_command(
-        ray, endpoint_name="darwin-398b", rank=0, leader_address=LEADER
-    )[2]
-    assert "ray start --head --port=6379" in script and "--num-gpus=2" in script
-    assert ">= 6" in script  # all of the group's GPUs joined before vllm starts
-    assert script.splitlines()[-1] == "exec " + shlex.join(["vllm", "serve", *args])
-
-
-def test_ray_workers_only_join_the_head():
-    ray = spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3})
-    command = engine.container_command(
-        ray, endpoint_name="darwin-398b", rank=2, leader_address=LEADER
-    )
-    assert "vllm" not in command[2]
-    assert f"ray start --address={LEADER}:6379" in command[2] and "--block" in command[2]
-    with pytest.raises(ValueError):
-        args_of(ray, rank=2)
 
 
 def test_env_carries_the_group_identity_then_the_users_variables():
@@ -138,7 +124,6 @@ def test_every_flag_the_operator_sets_is_protected_from_extra_args():
     for endpoint_spec, rank in [
         (spec(), 0),
         (spec(placement={"podsPerGroup": 3}), 1),
-        (spec(engine={"backend": "ray"}, placement={"podsPerGroup": 3}), 0),
     ]:
         flags = {a[2:] for a in args_of(endpoint_spec, rank) if a.startswith("--")}
         assert flags - user_overridable <= set(OWNED_VLLM_FLAGS)

@@ -47,11 +47,8 @@ def test_manifests_are_valid(path):
             "spec.placement.podsPerGroup",
             message_of(api.DarwinEndpointSpec, 1),
         ),
-        (
-            {"engine": {"backend": "ray"}},
-            "spec.engine.backend",
-            message_of(api.DarwinEndpointSpec, 2),
-        ),
+        ({"engine": {"backend": "ray"}}, "spec.engine.backend", api.RAY_REFUSED.message),
+        ({"placement": {"gang": "Kueue"}}, "spec.placement.gang", api.KUEUE_REFUSED.message),
         ({"rollout": {"partition": 3}}, "spec.rollout.partition", "may not exceed replicas"),
         (
             {
@@ -59,7 +56,7 @@ def test_manifests_are_valid(path):
                 "engine": {"env": [{"name": "HF_TOKEN", "value": "x"}]},
             },
             "spec.engine.env",
-            message_of(api.DarwinEndpointSpec, 4),
+            message_of(api.DarwinEndpointSpec, 3),
         ),
         (
             {"rollout": {"maxUnavailable": 0, "maxSurge": 0}},

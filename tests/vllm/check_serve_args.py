@@ -5,10 +5,11 @@ venv: the operator never imports vllm).
 
 stdin:  a JSON list of argument lists, each what comes after `vllm serve` (model first).
 stdout: a JSON list, one object per argument list, in order:
-        {"ok": bool, "error": str, "launch": str, "warnings": [str, ...]}
+        {"ok": bool, "error": str, "launch": str, "warnings": [str, ...], "parsed": {...}}
         "error" is "" when ok. "launch" names the path `vllm serve` would take next
         ("headless", "api_server", "multi_api_server", "dp_supervisor", "grpc"), or "" when
-        the checks failed before that.
+        the checks failed before that. "parsed" holds the values vLLM's parser read for
+        PARSED_FIELDS (empty when parsing failed).
 exit:   0 when every list was checked (whatever the verdicts); non-zero only when this harness
         itself is broken (bad input, vLLM not importable, vLLM internals moved).
 
@@ -66,6 +67,8 @@ import types  # noqa: E402
 from typing import Any  # noqa: E402
 
 VLLM_VERSION = "0.33.0"
+# Parsed values reported back, for the tests that check what vLLM reads, not only that it parses.
+PARSED_FIELDS = ("served_model_name", "shutdown_timeout")
 
 
 class HarnessError(Exception):
@@ -219,10 +222,12 @@ class Checker:
             if cache_clear is not None:
                 cache_clear()
         launch = ""
+        self.parsed: dict[str, Any] = {}
         stderr = io.StringIO()
         try:
             with contextlib.redirect_stderr(stderr):
                 args = self.parser.parse_args(["serve", *argv])
+            self.parsed = {name: getattr(args, name, None) for name in PARSED_FIELDS}
             if args.subparser != "serve":
                 raise HarnessError(f"parsed as subcommand {args.subparser!r}")
             self.configure_logging_from_args(args)
@@ -247,7 +252,13 @@ class Checker:
 
     def _result(self, ok: bool, error: str, launch: str) -> dict[str, Any]:
         warnings = list(self.warnings.messages)
-        return {"ok": ok, "error": error, "launch": launch, "warnings": warnings}
+        return {
+            "ok": ok,
+            "error": error,
+            "launch": launch,
+            "warnings": warnings,
+            "parsed": self.parsed,
+        }
 
 
 def _argparse_message(stderr: str, exc: SystemExit) -> str:

@@ -80,11 +80,6 @@ CASES: dict[str, tuple[DarwinEndpointSpec, int, str]] = {
         0,
         "api_server",
     ),
-    "ray-leader": (
-        spec_of(placement={"podsPerGroup": 3}, engine={"backend": "ray"}),
-        0,
-        "api_server",
-    ),
 }
 
 REFERENCE_ARGS = serve_args(spec_of())
@@ -151,6 +146,17 @@ def test_vllm_rejects_a_bad_command_line(verdicts, case):
     assert BAD[case][1] in verdict["error"], verdict["error"]
 
 
+def test_vllm_reads_the_short_name_and_the_hub_id_as_served_names(verdicts):
+    assert verdicts["reference"]["parsed"]["served_model_name"] == [
+        ENDPOINT,
+        "FINAL-Bench/Darwin-398B-JGOS",
+    ]
+    assert verdicts["revision-and-cache"]["parsed"]["served_model_name"] == [
+        "darwin",
+        "FINAL-Bench/Darwin-398B-JGOS",
+    ]
+
+
 def test_cases_cover_the_multi_node_flags():
     """The cases above exercise what the brief asks: mp multi-node flags, extras, revision."""
     worker = serve_args(*CASES["per-stage-worker-1"][:2])
@@ -160,4 +166,3 @@ def test_cases_cover_the_multi_node_flags():
     assert set(EXTRA_ARGS) <= set(serve_args(*CASES["extra-args"][:2]))
     revision_and_cache = serve_args(*CASES["revision-and-cache"][:2])
     assert "--revision" in revision_and_cache and "--download-dir" in revision_and_cache
-    assert "ray" in serve_args(*CASES["ray-leader"][:2])
