@@ -26,9 +26,6 @@ from darwin_operator.vocabulary import (
 )
 
 CONTAINER_NAME = "vllm"
-# Kueue's plain-pod groups: pods with one group name are admitted together, once all are there.
-KUEUE_POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
-KUEUE_POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 PROBE_PERIOD_SECONDS = 10
 # Time the kubelet grants after the preStop sleep for vLLM to shut down cleanly.
@@ -121,9 +118,6 @@ def _pod(
     name = vocabulary.pod_name(ref.name, group, rank)
     labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank)}
     annotations = dict(spec.pod_metadata.annotations)
-    if spec.placement.gang == Gang.KUEUE:
-        labels[KUEUE_POD_GROUP_LABEL] = f"{ref.name}-{group}"
-        annotations[KUEUE_POD_GROUP_COUNT] = str(topology.shape_of(spec).pods_per_group)
     metadata = _metadata(ref, name, labels)
     if annotations:
         metadata["annotations"] = annotations
@@ -295,18 +289,34 @@ def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
 
 
 def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec) -> dict:
-    """Node drains may take at most maxUnavailable leaders (a leader down is its group down).
+    """Voluntary disruptions (node drains, evictions) of the endpoint's pods, in pods.
 
-    The number of groups, resolved as the rollout resolves it: a PodDisruptionBudget would round
-    a percentage up where a rollout (like a Deployment) rounds it down, and count it against
-    the leaders present (surge groups too) rather than spec.replicas."""
+    A PDB counts pods, a group is down as soon as one member is, so the budget is k pods where
+    k is maxUnavailable in groups (resolved as the rollout resolves it): an eviction is allowed
+    only while at most k pods of groups 0..replicas-1 are unavailable afterwards (not Ready,
+    missing, or a leader out of the Service), and k unavailable pods take at most k groups down.
+    Conservative for groups of several pods: one group starting or draining already spends one
+    unit. minAvailable as a number (not maxUnavailable) makes the disruption controller count
+    the pods it selects rather than the owner's scale, which is in groups. Groups from
+    `replicas` up (surge, or leaving on a scale-down) are not counted: they are extra. A
+    draining leader carries serving=false, so it drops out of the selector and counts as
+    missing until its group is gone."""
+    wanted = [str(group) for group in range(spec.replicas)]
+    budget = rollout.limits(spec).max_unavailable
+    expressions = [{"key": LABEL_SERVING, "operator": "NotIn", "values": ["false"]}]
+    if wanted:  # `In` needs a value; with no groups wanted nothing is protected anyway
+        expressions.append({"key": LABEL_GROUP, "operator": "In", "values": wanted})
+    pods = spec.replicas * topology.shape_of(spec).pods_per_group
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(ref, vocabulary.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
         "spec": {
-            "maxUnavailable": rollout.limits(spec).max_unavailable,
-            "selector": {"matchLabels": {LABEL_ENDPOINT: ref.name, LABEL_ROLE: ROLE_LEADER}},
+            "minAvailable": max(0, pods - budget),
+            "selector": {
+                "matchLabels": {LABEL_ENDPOINT: ref.name},
+                "matchExpressions": expressions,
+            },
             # A broken group's pods are evictable: they must not block a node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
@@ -320,7 +330,6 @@ def render_endpoint(
     spec = endpoint.spec
     annotations = endpoint.metadata.get("annotations") or {}
     revision = revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
-    # Kueue gates pods itself; the operator's own gate is only for gang: Gate.
     gated = spec.placement.gang == Gang.GATE
     objects = [*render_services(ref, spec), render_pdb(ref, spec)]
     for group in range(spec.replicas) if groups is None else groups:

@@ -69,7 +69,8 @@ def client_service_name(endpoint: str) -> str:
 
 
 def pdb_name(endpoint: str) -> str:
-    return f"{endpoint}-leaders"
+    """The PodDisruptionBudget over every member of the endpoint's groups."""
+    return f"{endpoint}-members"
 
 
 def revision_object_name(endpoint: str, revision: str) -> str:

@@ -98,7 +98,7 @@ def test_reference_endpoint_is_gated_then_admitted_and_becomes_ready(cluster, na
     )
     services = cluster.json("get", "services", "-n", namespace)["items"]
     assert sorted(s["metadata"]["name"] for s in services) == ["darwin-398b", "darwin-398b-pods"]
-    cluster.kubectl("get", "pdb", "darwin-398b-leaders", "-n", namespace)
+    cluster.kubectl("get", "pdb", "darwin-398b-members", "-n", namespace)
     metrics = operator.metrics()
     series = f'endpoint="darwin-398b",namespace="{namespace}",state="ready"'
     assert f"darwin_endpoint_replicas{{{series}}} 2.0" in metrics

@@ -29,7 +29,7 @@ def test_render_prints_every_object_of_the_reference_endpoint(capsys):
     assert kinds == [
         ("Service", "darwin-398b-pods"),
         ("Service", "darwin-398b"),
-        ("PodDisruptionBudget", "darwin-398b-leaders"),
+        ("PodDisruptionBudget", "darwin-398b-members"),
         ("Pod", "darwin-398b-0-0"),
         ("Pod", "darwin-398b-1-0"),
     ]

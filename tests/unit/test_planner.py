@@ -42,7 +42,7 @@ def test_new_endpoint_gets_services_pdb_and_gated_groups_in_index_order():
     assert applies == [
         "Service/darwin-398b-pods",
         "Service/darwin-398b",
-        "PodDisruptionBudget/darwin-398b-leaders",
+        "PodDisruptionBudget/darwin-398b-members",
     ]
     creates = [a for a in plan.actions if isinstance(a, CreateGroup)]
     assert creates == [CreateGroup(0, gated=True), CreateGroup(1, gated=True)]

@@ -95,19 +95,6 @@ def test_gate_only_when_gated():
     assert "schedulingGates" not in ungated["spec"]
 
 
-def test_kueue_gang_makes_each_group_a_kueue_pod_group():
-    kueue = spec(placement={"podsPerGroup": 3, "gang": "Kueue"})
-    pods = pods_of(kueue, group=5, gated=False)
-    assert {p["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] for p in pods} == {
-        "darwin-398b-5"
-    }
-    assert {p["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] for p in pods} == {
-        "3"
-    }
-    (plain,) = pods_of(spec())
-    assert "kueue.x-k8s.io/pod-group-name" not in plain["metadata"]["labels"]
-
-
 def test_owned_by_the_endpoint_as_controller():
     objects = [*pods_of(spec()), *render_services(REF, spec()), render_pdb(REF, spec())]
     for obj in objects:
@@ -208,22 +195,46 @@ def test_services():
     assert (port["port"], port["targetPort"]) == (80, "http")
 
 
-def test_pdb_limits_leader_disruptions_to_max_unavailable():
-    pdb = render_pdb(REF, spec(rollout={"maxUnavailable": "50%"}))
+def test_pdb_covers_every_member_of_the_wanted_groups_in_pods():
+    pdb = render_pdb(REF, spec(replicas=4, placement={"podsPerGroup": 3}))
     assert pdb["apiVersion"] == "policy/v1"
-    assert pdb["metadata"]["name"] == "darwin-398b-leaders"
-    assert pdb["spec"]["maxUnavailable"] == 1  # 50% of 2 groups, as the rollout counts it
-    # a PDB would round 30% of 4 up to 2; the rollout allows 1
-    assert (
-        render_pdb(REF, spec(replicas=4, rollout={"maxUnavailable": "30%"}))["spec"][
-            "maxUnavailable"
-        ]
-        == 1
+    assert pdb["metadata"]["name"] == "darwin-398b-members"
+    # 4 groups x 3 pods, one pod (so one group) may be down: 11 of 12 must stay available
+    assert pdb["spec"]["minAvailable"] == 11 and "maxUnavailable" not in pdb["spec"]
+    selector = pdb["spec"]["selector"]
+    assert selector["matchLabels"] == {"serving.darwin.ai/endpoint": "darwin-398b"}
+    assert {"key": "serving.darwin.ai/group", "operator": "In", "values": ["0", "1", "2", "3"]} in (
+        selector["matchExpressions"]
     )
-    assert pdb["spec"]["selector"]["matchLabels"] == {
-        "serving.darwin.ai/endpoint": "darwin-398b",
-        "serving.darwin.ai/role": "leader",
-    }
+    # maxUnavailable resolved as the rollout resolves it: a PDB would round 30% of 4 up to 2
+    budget = render_pdb(REF, spec(replicas=4, rollout={"maxUnavailable": "30%"}))
+    assert budget["spec"]["minAvailable"] == 3
+    assert render_pdb(REF, spec(replicas=0))["spec"]["minAvailable"] == 0
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector's verdict, as the API server's disruption controller evaluates it."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        if e["operator"] == "In" and value not in e["values"]:
+            return False
+        if e["operator"] == "NotIn" and value in e["values"]:
+            return False
+    return True
+
+
+def test_pdb_selects_workers_and_leaders_but_not_a_draining_leader_nor_surge_groups():
+    endpoint_spec = spec(replicas=2, placement={"podsPerGroup": 3})
+    selector = render_pdb(REF, endpoint_spec)["spec"]["selector"]
+    pods = [
+        p for g in (0, 1, 2) for p in render_group(REF, endpoint_spec, REVISION, g, gated=False)
+    ]
+    selected = {p["metadata"]["name"] for p in pods if _selects(selector, p["metadata"]["labels"])}
+    assert selected == {f"darwin-398b-{g}-{r}" for g in (0, 1) for r in (0, 1, 2)}
+    draining = {**pods[0]["metadata"]["labels"], vocabulary.LABEL_SERVING: "false"}
+    assert not _selects(selector, draining)
 
 
 def test_leader_address_is_the_pod_dns_name():
@@ -287,15 +298,12 @@ SHAPES = st.tuples(st.integers(1, 8), st.integers(1, 8)).flatmap(
 @given(
     shape=SHAPES,
     group=st.integers(0, vocabulary.MAX_GROUP_INDEX),
-    backend=st.sampled_from(["mp", "ray"]),
 )
-def test_any_valid_shape_renders_a_whole_group(shape, group, backend):
+def test_any_valid_shape_renders_a_whole_group(shape, group):
     (tp, pp), pods_per_group = shape
-    if backend == "ray" and pods_per_group == 1:
-        backend = "mp"
     endpoint_spec = DarwinEndpointSpec.model_validate(
         spec_doc(
-            engine={"tensorParallelSize": tp, "pipelineParallelSize": pp, "backend": backend},
+            engine={"tensorParallelSize": tp, "pipelineParallelSize": pp},
             placement={"podsPerGroup": pods_per_group},
         )
     )

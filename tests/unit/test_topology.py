@@ -17,7 +17,7 @@ def test_names_are_deterministic():
     assert vocabulary.pod_name("darwin-398b", 1, 2) == "darwin-398b-1-2"
     assert vocabulary.client_service_name("darwin-398b") == "darwin-398b"
     assert vocabulary.headless_service_name("darwin-398b") == "darwin-398b-pods"
-    assert vocabulary.pdb_name("darwin-398b") == "darwin-398b-leaders"
+    assert vocabulary.pdb_name("darwin-398b") == "darwin-398b-members"
 
 
 def test_longest_name_leaves_room_for_the_largest_group_and_rank():
