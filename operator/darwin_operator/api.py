@@ -58,7 +58,7 @@ NO_BLANK_NO_DASH_PATTERN = r"^[^-\s]\S*$"
 # them in any spelling vLLM 0.33's FlexibleArgumentParser accepts: `--x y`, `--x=y`, underscores
 # for dashes, and argparse prefixes (`--tensor-parallel` for `--tensor-parallel-size`). `uds`
 # would move the server off the port the probes and Services use; `config` reads flags from a
-# file that nothing here can check.
+# file that nothing here can check; `shutdown-timeout` must fit the pods' grace period.
 OWNED_VLLM_FLAGS = (
     "tensor-parallel-size",
     "pipeline-parallel-size",
@@ -74,6 +74,7 @@ OWNED_VLLM_FLAGS = (
     "distributed-executor-backend",
     "model",
     "config",
+    "shutdown-timeout",
 )
 # vLLM's single-dash aliases of owned flags: -tp, -pp (and argparse's prefix -t, -p) and the
 # one-letter -n/-r, which argparse also reads glued to a value (-n3, -r1).
@@ -493,13 +494,36 @@ class ResourcesSpec(_Model):
     """Size of /dev/shm (a memory-backed emptyDir) in every pod."""
 
 
+MAX_STARTUP_TIMEOUT_SECONDS = 86400
+
+
 class HealthSpec(_Model):
-    startup_timeout_seconds: int = Field(default=3600, ge=10, le=86400)
-    """Weights take minutes to load; a group not Ready by then is recreated."""
+    """When a group counts as broken. The operator recreates a broken group whole; see README
+    for every signal and its delay."""
+
+    startup_timeout_seconds: int = Field(default=3600, ge=10, le=MAX_STARTUP_TIMEOUT_SECONDS)
+    """Weights take minutes to load; a group not Ready this long after admission is recreated
+    (timed by the operator: a change applies to running groups without replacing them)."""
     max_group_restarts: int = Field(default=5, ge=0, le=1000)
     """Group recreations allowed within restartWindowSeconds; past it the endpoint is Failed."""
     restart_window_seconds: int = Field(default=3600, ge=60, le=604800)
     """Window over which group recreations are counted."""
+    leader_unready_seconds: int = Field(default=300, ge=1, le=86400)
+    """A leader that was Ready and stays unready this long while Running (vLLM answers 503 on
+    /health once its engine died) breaks its group (timed by the operator: a change applies to
+    running groups without replacing them)."""
+    readiness_period_seconds: int = Field(default=10, ge=1, le=300)
+    """Period of the leader's readiness probe on /health."""
+    readiness_failure_threshold: int = Field(default=6, ge=1, le=1000)
+    """Readiness failures in a row before the leader leaves the Service (one success brings it
+    back); by default 6 x 10 s."""
+    liveness_period_seconds: int = Field(default=30, ge=1, le=300)
+    """Period of the leader's liveness probe on /health."""
+    liveness_failure_threshold: int = Field(default=10, ge=1, le=1000)
+    """Liveness failures in a row before the kubelet stops vLLM, which breaks the group; by
+    default 10 x 30 s, so a slow /health under load does not cost a reload of the weights."""
+    probe_timeout_seconds: int = Field(default=10, ge=1, le=300)
+    """How long one probe of /health may take before it counts as failed."""
 
 
 class RolloutSpec(_Model):
@@ -512,7 +536,8 @@ class RolloutSpec(_Model):
     paused: bool = False
     """Freeze the rollout where it is."""
     drain_seconds: int = Field(default=30, ge=0, le=3600)
-    """A group leaves the Service this long before it is deleted."""
+    """A group the operator replaces or removes leaves the Service this long before it is
+    deleted (timed by the operator: a change applies without replacing groups)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

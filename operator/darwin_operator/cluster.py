@@ -35,6 +35,10 @@ _REVISIONS = "/apis/apps/v1/namespaces/{ns}/controllerrevisions"
 _METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
+# Grace period of the operator's own deletions: the preStop sleep and a clean exit of vLLM.
+OPERATOR_DELETE_GRACE_SECONDS = 30
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -235,7 +239,10 @@ class Cluster:
                 case writes.CreatePod(body=body):
                     return await self.request("POST", pods, body=body, fine=[409])
                 case writes.DeletePod(name=name):
-                    return await self.request("DELETE", f"{pods}/{name}", fine=[404])
+                    # Only groups it drained or found broken: not the pods' long grace period,
+                    # which is for evictions (engine.TERMINATION_GRACE_SECONDS).
+                    grace = [("gracePeriodSeconds", str(OPERATOR_DELETE_GRACE_SECONDS))]
+                    return await self.request("DELETE", f"{pods}/{name}", query=grace, fine=[404])
                 case writes.PatchPod(name=name, ungate=True):
                     # a strategic merge patch: the one way to remove one scheduling gate
                     patch = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from darwin_operator.api import DarwinEndpointSpec
+from darwin_operator.api import MAX_STARTUP_TIMEOUT_SECONDS, DarwinEndpointSpec
 from darwin_operator.topology import shape_of
 from darwin_operator.vocabulary import LEADER_RANK
 
@@ -17,6 +17,18 @@ HTTP_PORT = 8000  # the container's port; the client Service may expose another
 HTTP_PORT_NAME = "http"
 HEALTH_PATH = "/health"
 MASTER_PORT = 29500  # torch.distributed rendezvous on the leader (mp, several pods)
+
+# Shutdown of a pod someone else deletes (a node drain, an eviction): the preStop sleep lets the
+# Service stop sending requests, then SIGTERM makes vLLM refuse new requests and finish those in
+# flight for up to --shutdown-timeout (without it vLLM 0.33 aborts them), then a margin to exit.
+# Fixed bounds, not drainSeconds: a value baked into the pods would replace every group when it
+# changes. The operator's own deletions come after its drain and use a short grace period
+# (cluster.OPERATOR_DELETE_GRACE_SECONDS). 600 s in total is what the cluster autoscaler grants
+# a pod by default when it empties a node.
+TERMINATION_GRACE_SECONDS = 600
+PRE_STOP_SECONDS = 5
+EXIT_MARGIN_SECONDS = 15
+SHUTDOWN_TIMEOUT_SECONDS = TERMINATION_GRACE_SECONDS - PRE_STOP_SECONDS - EXIT_MARGIN_SECONDS
 
 
 def served_model_names(spec: DarwinEndpointSpec, endpoint_name: str) -> list[str]:
@@ -49,6 +61,8 @@ def vllm_serve_args(
         str(engine.pipeline_parallel_size),
         "--dtype",
         engine.dtype.value,
+        "--shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT_SECONDS),
     ]
     if shape.pods_per_group > 1:
         args += [
@@ -115,10 +129,9 @@ def pod_env(
         {"name": "DARWIN_GROUP_SIZE", "value": str(group_size)},
         {"name": "DARWIN_LEADER_ADDRESS", "value": leader_address},
         {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {
-            "name": "VLLM_ENGINE_READY_TIMEOUT_S",
-            "value": str(spec.health.startup_timeout_seconds),
-        },
+        # vLLM's own wait for its engine; the operator enforces health.startupTimeoutSeconds
+        # itself, so the pods carry the bound and a change of the timeout replaces no group.
+        {"name": "VLLM_ENGINE_READY_TIMEOUT_S", "value": str(MAX_STARTUP_TIMEOUT_SECONDS)},
     ]
     token = spec.model.token_secret_ref
     if token is not None:

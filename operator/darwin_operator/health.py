@@ -31,7 +31,6 @@ class HealthConfig:
     backoff_base: float = 5.0  # delay before a group's second recreation within the window
     backoff_cap: float = 300.0
     node_lost_grace: float = 60.0  # a node NotReady/unreachable this long loses its pods
-    leader_unready_grace: float = 60.0  # a Running leader unready this long breaks its group
 
 
 @dataclass(frozen=True)
@@ -191,6 +190,7 @@ def diagnose(
     pods_per_group: int,
     nodes: Mapping[str, NodeInfo] | None,
     startup_timeout: float,
+    leader_unready_grace: float,
     now: float,
     config: HealthConfig,
 ) -> tuple[Finding | None, float | None]:
@@ -237,7 +237,7 @@ def diagnose(
             Fault.LEADER_UNREADY,
             f"leader {leader.name} Running but not Ready since {format_time(leader.unready_since)}",
         )
-        if (found := after(leader.unready_since, config.leader_unready_grace, unready)) is not None:
+        if (found := after(leader.unready_since, leader_unready_grace, unready)) is not None:
             return found, None
 
     start = _startup_clock(live)

@@ -364,6 +364,7 @@ class _Planner:
                 pods_per_group=self.shape.pods_per_group,
                 nodes=self.nodes,
                 startup_timeout=self.spec.health.startup_timeout_seconds,
+                leader_unready_grace=self.spec.health.leader_unready_seconds,
                 now=self.now,
                 config=self.config.health,
             )

@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from darwin_operator import engine, rollout, topology, vocabulary
-from darwin_operator.api import API_VERSION, KIND, DarwinEndpoint, DarwinEndpointSpec, Gang
+from darwin_operator.api import (
+    API_VERSION,
+    KIND,
+    MAX_STARTUP_TIMEOUT_SECONDS,
+    DarwinEndpoint,
+    DarwinEndpointSpec,
+    Gang,
+)
 from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
     LABEL_ENDPOINT,
@@ -27,16 +34,22 @@ from darwin_operator.vocabulary import (
 
 CONTAINER_NAME = "vllm"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-PROBE_PERIOD_SECONDS = 10
-# Time the kubelet grants after the preStop sleep for vLLM to shut down cleanly.
-SHUTDOWN_SECONDS = 30
+STARTUP_PROBE_PERIOD_SECONDS = 10
+# A liveness kill is of a hung engine: no in-flight request is waited for.
+LIVENESS_KILL_GRACE_SECONDS = 30
 
-# Spec fields that never reach a pod: changing them must not roll the groups.
+# Spec fields that never reach a pod: changing them must not roll the groups. Timeouts and
+# waits the operator applies itself belong here (README lists what rolls and what does not).
 _NOT_IN_PODS = {
     "replicas": True,
     "service": True,
-    "rollout": {"max_unavailable", "max_surge", "partition", "paused"},
-    "health": {"max_group_restarts", "restart_window_seconds"},
+    "rollout": True,  # limits, partition, pause and drainSeconds: all the operator's
+    "health": {
+        "max_group_restarts",
+        "restart_window_seconds",
+        "startup_timeout_seconds",
+        "leader_unready_seconds",
+    },
     "placement": {"gang"},
 }
 
@@ -126,7 +139,7 @@ def _pod(
         "subdomain": vocabulary.headless_service_name(ref.name),
         "restartPolicy": "Never",  # a broken member breaks the group; the operator recreates it
         "enableServiceLinks": False,  # Service env (e.g. VLLM_PORT) would confuse vLLM
-        "terminationGracePeriodSeconds": spec.rollout.drain_seconds + SHUTDOWN_SECONDS,
+        "terminationGracePeriodSeconds": engine.TERMINATION_GRACE_SECONDS,
         "containers": [_container(ref, spec, group, rank)],
         "volumes": _volumes(spec),
     }
@@ -181,10 +194,10 @@ def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int
         "resources": {"limits": gpus, "requests": requests},
         "volumeMounts": _volume_mounts(spec),
     }
-    if spec.rollout.drain_seconds > 0:
-        # Requests in flight when the pod is deleted (node drain, eviction) get time to finish.
-        sleep = ["sleep", str(spec.rollout.drain_seconds)]
-        container["lifecycle"] = {"preStop": {"exec": {"command": sleep}}}
+    # Deleted by someone else (node drain, eviction): clients stop being sent here before
+    # SIGTERM, and vLLM then finishes what is in flight (--shutdown-timeout).
+    sleep = ["sleep", str(engine.PRE_STOP_SECONDS)]
+    container["lifecycle"] = {"preStop": {"exec": {"command": sleep}}}
     if rank == LEADER_RANK:
         container["ports"] = [
             {"name": engine.HTTP_PORT_NAME, "containerPort": engine.HTTP_PORT, "protocol": "TCP"}
@@ -194,21 +207,27 @@ def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int
 
 
 def _probes(spec: DarwinEndpointSpec) -> dict:
-    def probe(period: int, timeout: int, failures: int) -> dict:
-        http = {"path": engine.HEALTH_PATH, "port": engine.HTTP_PORT_NAME}
+    health = spec.health
+
+    def probe(period: int, failures: int) -> dict:
         return {
-            "httpGet": http,
+            "httpGet": {"path": engine.HEALTH_PATH, "port": engine.HTTP_PORT_NAME},
             "periodSeconds": period,
-            "timeoutSeconds": timeout,
+            "timeoutSeconds": health.probe_timeout_seconds,
             "failureThreshold": failures,
         }
 
-    # The startup probe outlasts startupTimeoutSeconds; liveness then tolerates a busy minute.
-    startup_failures = math.ceil(spec.health.startup_timeout_seconds / PROBE_PERIOD_SECONDS)
+    # Nothing listens while the weights load. The startup probe holds the other two off for as
+    # long as any startupTimeoutSeconds could be; the operator times the startup itself.
+    startup_failures = math.ceil(MAX_STARTUP_TIMEOUT_SECONDS / STARTUP_PROBE_PERIOD_SECONDS)
+    liveness = probe(health.liveness_period_seconds, health.liveness_failure_threshold)
+    liveness["terminationGracePeriodSeconds"] = LIVENESS_KILL_GRACE_SECONDS
     return {
-        "startupProbe": probe(PROBE_PERIOD_SECONDS, 5, startup_failures),
-        "readinessProbe": probe(PROBE_PERIOD_SECONDS, 5, 3),
-        "livenessProbe": probe(20, 10, 6),
+        "startupProbe": probe(STARTUP_PROBE_PERIOD_SECONDS, startup_failures),
+        "readinessProbe": probe(
+            health.readiness_period_seconds, health.readiness_failure_threshold
+        ),
+        "livenessProbe": liveness,
     }
 
 

@@ -114,14 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recreated (default 60)",
     )
     parser.add_argument(
-        "--leader-unready-grace",
-        type=seconds,
-        metavar="SECONDS",
-        default=60.0,
-        help="seconds a Running leader that was Ready may stay unready (vLLM's engine died) "
-        "before its group is recreated (default 60)",
-    )
-    parser.add_argument(
         "--metrics-port",
         type=port,
         metavar="PORT",
@@ -241,7 +233,6 @@ def _run(args: argparse.Namespace) -> NoReturn:
             backoff_base=args.recreate_backoff_base,
             backoff_cap=args.recreate_backoff_cap,
             node_lost_grace=args.node_lost_grace,
-            leader_unready_grace=args.leader_unready_grace,
         ),
     )
     reconciler = Reconciler(cluster, config)

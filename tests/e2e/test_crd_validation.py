@@ -325,6 +325,8 @@ EXTRA_ARGS = [
     "--config=c.yaml",
     "--conf",
     "--served_model_name=x",
+    "--shutdown_timeout=5",
+    "--shutdown",
     "--model",
     "--",
     "--max-num-seqs",

@@ -41,8 +41,6 @@ HEALTH_FLAGS = (
     "4",
     "--node-lost-grace",
     str(NODE_LOST_GRACE),
-    "--leader-unready-grace",
-    "2",
 )
 TIMINGS: list[str] = []  # fault in the API -> replacement pods created, printed at the end
 

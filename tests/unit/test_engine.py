@@ -102,7 +102,8 @@ def test_env_carries_the_group_identity_then_the_users_variables():
     assert by_name["DARWIN_NODE_RANK"]["value"] == "1"
     assert by_name["DARWIN_GROUP_SIZE"]["value"] == "3"
     assert by_name["DARWIN_LEADER_ADDRESS"]["value"] == LEADER
-    assert by_name["VLLM_ENGINE_READY_TIMEOUT_S"]["value"] == "5400"
+    # the operator times the startup; vLLM's own wait is the bound of any startup timeout
+    assert by_name["VLLM_ENGINE_READY_TIMEOUT_S"]["value"] == "86400"
     assert by_name["VLLM_HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert by_name["HF_TOKEN"] == {
         "name": "HF_TOKEN",

@@ -32,7 +32,7 @@ from tests.unit.planner_fixtures import (
 )
 from tests.unit.test_planner_properties import World, converge, reconcile
 
-CONFIG = HealthConfig(backoff_base=5, backoff_cap=40, node_lost_grace=30, leader_unready_grace=20)
+CONFIG = HealthConfig(backoff_base=5, backoff_cap=40, node_lost_grace=30)
 NODES = {f"kwok-node-{i}": NodeInfo(f"kwok-node-{i}") for i in range(4)}
 
 
@@ -47,6 +47,7 @@ def diagnose(pods, *, now=T0, nodes=NODES, pods_per_group=3, startup_timeout=600
         pods_per_group=pods_per_group,
         nodes=nodes,
         startup_timeout=startup_timeout,
+        leader_unready_grace=20,
         now=now,
         config=CONFIG,
     )
@@ -166,6 +167,27 @@ def test_a_leader_unready_while_running_after_it_was_ready_breaks_the_group_afte
     # Still loading: Ready=False since before the container started. Not this rule.
     loading = with_pod(ready3(), 0, ready=False, running_since=T0 - 50, unready_since=T0 - 60)
     assert diagnose(loading, now=T0 + 100)[0] is None
+
+
+def test_the_leader_unready_grace_is_the_specs_and_generous_by_default():
+    # A leader Ready once, unready since T0: a blip under load is not a broken engine.
+    def unready(spec):
+        pods = with_pod(
+            group_pods(spec, 0, state="ready", admitted_at=T0 - 100),
+            0,
+            ready=False,
+            running_since=T0 - 50,
+            unready_since=T0,
+        )
+        return observe(spec, pods, group_pods(spec, 1, state="ready"))
+
+    default = make_spec(placement={"podsPerGroup": 3}, replicas=2)
+    assert default.health.leader_unready_seconds == 300
+    assert not make_plan(default, unready(default), now=T0 + 299).actions
+    (mark,) = make_plan(default, unready(default), now=T0 + 300).actions
+    assert isinstance(mark, MarkBroken) and mark.mark.startswith("LeaderUnready")
+    quick = make_spec(placement={"podsPerGroup": 3}, replicas=2, health={"leaderUnreadySeconds": 5})
+    assert isinstance(make_plan(quick, unready(quick), now=T0 + 5).actions[0], MarkBroken)
 
 
 def test_a_group_not_ready_within_the_startup_timeout_of_its_release_is_broken():

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from darwin_operator import render, vocabulary
+from darwin_operator import engine, render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.render import leader_address, render_group, render_pdb, render_services
 from tests.unit.specs import REF, spec, spec_doc
@@ -80,12 +80,50 @@ def test_startup_probe_outlasts_the_startup_timeout(timeout):
     assert probe["failureThreshold"] * probe["periodSeconds"] >= timeout
 
 
-def test_prestop_drains_and_grace_period_outlasts_it():
-    (pod,) = pods_of(spec(rollout={"drainSeconds": 45}))
-    assert container(pod)["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "45"]}}
-    assert pod["spec"]["terminationGracePeriodSeconds"] > 45
-    (undrained,) = pods_of(spec(rollout={"drainSeconds": 0}))
-    assert "lifecycle" not in container(undrained)
+def test_probes_are_generous_by_default_and_follow_spec_health():
+    (pod,) = pods_of(spec())
+    readiness, liveness = container(pod)["readinessProbe"], container(pod)["livenessProbe"]
+    # a minute of failures before the leader leaves the Service, five before vLLM is stopped
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] == 60
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] == 300
+    assert readiness["timeoutSeconds"] == liveness["timeoutSeconds"] == 10
+    assert liveness["terminationGracePeriodSeconds"] == 30  # a hung engine is not waited for
+    tuned = spec(
+        health={
+            "readinessPeriodSeconds": 5,
+            "readinessFailureThreshold": 4,
+            "livenessPeriodSeconds": 60,
+            "livenessFailureThreshold": 20,
+            "probeTimeoutSeconds": 30,
+        }
+    )
+    (pod,) = pods_of(tuned)
+    readiness, liveness = container(pod)["readinessProbe"], container(pod)["livenessProbe"]
+    assert (readiness["periodSeconds"], readiness["failureThreshold"]) == (5, 4)
+    assert (liveness["periodSeconds"], liveness["failureThreshold"]) == (60, 20)
+    assert readiness["timeoutSeconds"] == liveness["timeoutSeconds"] == 30
+
+
+def test_pods_do_not_depend_on_what_the_operator_times_itself():
+    """drainSeconds and the startup and unready timeouts are the operator's: the same pods."""
+    base = pods_of(spec(placement={"podsPerGroup": 3}))
+    for changes in (
+        {"rollout": {"drainSeconds": 600}},
+        {"rollout": {"drainSeconds": 0}},
+        {"health": {"startupTimeoutSeconds": 10, "leaderUnreadySeconds": 1}},
+    ):
+        assert pods_of(spec(placement={"podsPerGroup": 3}, **changes)) == base
+
+
+def test_shutdown_lets_in_flight_requests_finish_within_the_grace_period():
+    for pod in pods_of(spec(placement={"podsPerGroup": 3})):
+        c = container(pod)
+        sleep = c["lifecycle"]["preStop"]["exec"]["command"]
+        assert sleep == ["sleep", str(engine.PRE_STOP_SECONDS)]
+        serve = c["command"][-1].split() if c["command"][0] == "bash" else c["command"]
+        shutdown = int(serve[serve.index("--shutdown-timeout") + 1])
+        assert shutdown > 0
+        assert pod["spec"]["terminationGracePeriodSeconds"] > int(sleep[1]) + shutdown
 
 
 def test_gate_only_when_gated():
@@ -252,6 +290,8 @@ class TestRevision:
             {"replicas": 7},
             {"rollout": {"maxUnavailable": 2, "maxSurge": 1, "partition": 1, "paused": True}},
             {"health": {"maxGroupRestarts": 1, "restartWindowSeconds": 60}},
+            {"health": {"startupTimeoutSeconds": 7200, "leaderUnreadySeconds": 30}},
+            {"rollout": {"drainSeconds": 90}},
             {"service": {"type": "NodePort", "port": 80}},
             {"placement": {"gang": "None"}},
         ],
@@ -267,8 +307,9 @@ class TestRevision:
             {"model": {"revision": "v2"}},
             {"placement": {"podsPerGroup": 3}},
             {"resources": {"memory": "1Ti"}},
-            {"health": {"startupTimeoutSeconds": 7200}},
-            {"rollout": {"drainSeconds": 90}},
+            {"health": {"readinessFailureThreshold": 12}},
+            {"health": {"livenessPeriodSeconds": 60}},
+            {"health": {"probeTimeoutSeconds": 20}},
             {"podMetadata": {"labels": {"team": "x"}}},
         ],
     )

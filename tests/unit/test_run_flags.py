@@ -28,7 +28,6 @@ def run(capsys, monkeypatch, tmp_path, *argv):
         (["--recreate-backoff-base", "x"], "--recreate-backoff-base: 'x' is not a number"),
         (["--recreate-backoff-cap", "-5"], "--recreate-backoff-cap: '-5': must be 0 seconds"),
         (["--node-lost-grace", "-1"], "--node-lost-grace: '-1': must be 0 seconds or more"),
-        (["--leader-unready-grace", "-1"], "--leader-unready-grace: '-1': must be 0 seconds"),
         (["--metrics-port", "70000"], "--metrics-port: '70000': must be a port number"),
         (["--health-port", "-1"], "--health-port: '-1': must be a port number"),
         (["--api-workers", "0"], "--api-workers: '0': must be 1 or more"),

@@ -191,6 +191,7 @@ def test_every_problem_is_reported_at_once():
         ("--model", "--model"),
         ("--uds=/tmp/s", "--uds"),
         ("--config=x.yaml", "--config"),
+        ("--shutdown_timeout=1", "--shutdown-timeout"),
         ("--", "--tensor-parallel-size"),
     ],
 )
