@@ -483,15 +483,160 @@ class PlacementSpec(_Model):
     )
 
 
+# Per GPU of a pod, when resources.cpu / resources.memory are not given: a pod without
+# requests is BestEffort, the first the kubelet evicts under memory pressure.
+DEFAULT_CPU_PER_GPU = 8
+DEFAULT_MEMORY_PER_GPU_GI = 64
+# Resources the operator sets from other fields: the GPUs (placement.gpuResource) and these.
+OWNED_RESOURCES = ("cpu", "memory")
+# A resource name: optional DNS-subdomain prefix, then a name (nvidia.com/gpu, hugepages-2Mi).
+RESOURCE_NAME_PATTERN = QUALIFIED_NAME_PATTERN
+
+
 class ResourcesSpec(_Model):
     """Per pod, besides the GPUs."""
 
     cpu: Quantity | None = None
-    """CPU request of every pod."""
+    """CPU request of every pod; by default 8 per GPU of the pod."""
     memory: Quantity | None = None
-    """Memory request of every pod."""
+    """Memory request of every pod; by default 64Gi per GPU of the pod. /dev/shm counts
+    against it."""
     shared_memory: Quantity = "16Gi"
     """Size of /dev/shm (a memory-backed emptyDir) in every pod."""
+    guaranteed: bool = False
+    """Limits equal to the requests for CPU and memory: Guaranteed QoS, the last to be evicted,
+    with exclusive cores and NUMA alignment where the kubelet's CPU and Topology Managers are
+    set up for it (give a whole number of CPUs then)."""
+    extra: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
+    """More resources of every pod, requested as limits, e.g. rdma/hca_shared_devices_a: 1
+    (their environment, such as NCCL_IB_HCA, goes in engine.env)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"self.extra.all(k, k.matches({_cel_str(RESOURCE_NAME_PATTERN)}) && "
+                f"!(k in {_cel_list(OWNED_RESOURCES)}))"
+            ),
+            message=(
+                "must be resource names such as rdma/hca_shared_devices_a; cpu and memory are "
+                "set by resources.cpu and resources.memory, the GPUs by placement.gpuResource"
+            ),
+            check=lambda r: all(
+                re.fullmatch(RESOURCE_NAME_PATTERN, k) and k not in OWNED_RESOURCES for k in r.extra
+            ),
+            field_path=".extra",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+# Linux capabilities as Kubernetes spells them (no CAP_ prefix).
+CAPABILITY_PATTERN = r"^[A-Z][A-Z0-9_]*$"
+# The operator's own volumes in every pod.
+OWNED_VOLUMES = ("dshm", "weights")
+SHM_PATH = "/dev/shm"
+MAX_VOLUMES = 32
+
+
+class Volume(_Model):
+    """A core/v1 Volume: a name and one volume source (secret, configMap, csi, hostPath, ...),
+    passed to the pods as written; the API server checks the source when it creates them."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class VolumeMount(_Model):
+    """Where a volume of pod.volumes is mounted in the vLLM container."""
+
+    name: str = Field(min_length=1, max_length=63)
+    """Name of a volume in pod.volumes."""
+    mount_path: str = Field(min_length=2, max_length=1024, pattern=r"^/")
+    read_only: bool = False
+    sub_path: str | None = Field(default=None, max_length=1024, pattern=r"^[^/]")
+
+
+class PodSpecExtras(_Model):
+    """What a real cluster needs in the vLLM pods besides what the operator derives.
+
+    The pods run third-party model code (trustRemoteCode), so by default they carry no
+    service-account token, allow no privilege escalation, drop every capability and use the
+    runtime's default seccomp profile: Pod Security "baseline". vLLM's official image runs as
+    root; with an image (or HOME and caches) that works as another user, runAsUser with
+    runAsNonRoot meets "restricted"."""
+
+    service_account_name: str = Field(
+        default="", max_length=253, pattern=r"^$|" + DNS1123_SUBDOMAIN_PATTERN
+    )
+    """ServiceAccount of the pods, e.g. for workload identity to a bucket of weights."""
+    automount_service_account_token: bool = False
+    """Mount the ServiceAccount's API token (the pods do not talk to the API server)."""
+    image_pull_secrets: list[
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN)]
+    ] = Field(default_factory=list, max_length=16)
+    """Secrets (names) to pull the image with."""
+    run_as_user: int | None = Field(default=None, ge=0, le=2147483647)
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647)
+    fs_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Group that owns the volumes (e.g. a writable weights cache for a non-root user)."""
+    run_as_non_root: bool = False
+    """Refuse to start as root (vLLM's official image runs as root: set runAsUser too)."""
+    capabilities: list[
+        Annotated[str, Field(min_length=1, max_length=64, pattern=CAPABILITY_PATTERN)]
+    ] = Field(default_factory=list, max_length=16)
+    """Capabilities added back after all are dropped, e.g. IPC_LOCK for RDMA memory
+    registration (which Pod Security "baseline" does not allow)."""
+    volumes: list[Volume] = Field(default_factory=list, max_length=MAX_VOLUMES)
+    """More volumes of the pods (names dshm and weights are the operator's)."""
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=MAX_VOLUMES)
+    """Where volumes of pod.volumes are mounted in the vLLM container."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!self.capabilities.exists(c, c == 'ALL' || c.startsWith('CAP_'))",
+            message="name capabilities one by one without the CAP_ prefix, e.g. IPC_LOCK",
+            check=lambda p: not any(c == "ALL" or c.startswith("CAP_") for c in p.capabilities),
+            field_path=".capabilities",
+        ),
+        Rule(
+            cel="!(self.runAsNonRoot && has(self.runAsUser) && self.runAsUser == 0)",
+            message="runAsNonRoot contradicts runAsUser 0",
+            check=lambda p: not (p.run_as_non_root and p.run_as_user == 0),
+            field_path=".runAsUser",
+        ),
+        Rule(
+            cel=(
+                f"self.volumes.all(v, !(v.name in {_cel_list(OWNED_VOLUMES)}) && "
+                "self.volumes.exists_one(w, w.name == v.name))"
+            ),
+            message=(
+                "volume names must be unique and not "
+                + " or ".join(OWNED_VOLUMES)
+                + " (the operator's /dev/shm and weights volumes)"
+            ),
+            check=lambda p: (
+                not any(v.name in OWNED_VOLUMES for v in p.volumes)
+                and len({v.name for v in p.volumes}) == len(p.volumes)
+            ),
+            field_path=".volumes",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=(
+                "self.volumeMounts.all(m, self.volumes.exists(v, v.name == m.name) && "
+                "self.volumeMounts.exists_one(n, n.mountPath == m.mountPath))"
+            ),
+            message="each mount must name a volume of pod.volumes, at a path of its own",
+            check=lambda p: (
+                all(m.name in {v.name for v in p.volumes} for m in p.volume_mounts)
+                and len({m.mount_path for m in p.volume_mounts}) == len(p.volume_mounts)
+            ),
+            field_path=".volumeMounts",
+        ),
+    )
 
 
 MAX_STARTUP_TIMEOUT_SECONDS = 86400
@@ -596,6 +741,15 @@ def _pods_hold_whole_tp_groups(spec: DarwinEndpointSpec) -> bool:
     return not _pods_divide_gpus(spec) or gpus_per_pod % spec.engine.tensor_parallel_size == 0
 
 
+def _over_owned_mount(spec: DarwinEndpointSpec, path: str) -> bool:
+    cache = spec.model.cache
+    return (
+        path == SHM_PATH
+        or path.startswith(SHM_PATH + "/")
+        or (cache is not None and path == cache.mount_path)
+    )
+
+
 _GPUS_CEL = "(self.engine.tensorParallelSize * self.engine.pipelineParallelSize)"
 _PODS_CEL = "self.placement.podsPerGroup"
 
@@ -611,6 +765,7 @@ class DarwinEndpointSpec(_Model):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+    pod: PodSpecExtras = Field(default_factory=PodSpecExtras)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -634,6 +789,28 @@ class DarwinEndpointSpec(_Model):
             ),
             check=_pods_hold_whole_tp_groups,
             field_path=".placement.podsPerGroup",
+        ),
+        Rule(
+            cel="!(self.placement.gpuResource in self.resources.extra)",
+            message="may not name the GPU resource: placement.gpuResource sets it",
+            check=lambda s: s.placement.gpu_resource not in s.resources.extra,
+            field_path=".resources.extra",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=(
+                "self.pod.volumeMounts.all(m, m.mountPath != '/dev/shm' && "
+                "!m.mountPath.startsWith('/dev/shm/') && "
+                "!(has(self.model.cache) && m.mountPath == self.model.cache.mountPath))"
+            ),
+            message=(
+                "may not mount over /dev/shm or model.cache.mountPath: the operator mounts them"
+            ),
+            check=lambda s: (
+                not any(_over_owned_mount(s, m.mount_path) for m in s.pod.volume_mounts)
+            ),
+            field_path=".pod.volumeMounts",
+            reason="FieldValueForbidden",
         ),
         Rule(
             cel="self.rollout.partition <= self.replicas",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from darwin_operator import engine, rollout, topology, vocabulary
 from darwin_operator.api import (
     API_VERSION,
+    DEFAULT_CPU_PER_GPU,
+    DEFAULT_MEMORY_PER_GPU_GI,
     KIND,
     MAX_STARTUP_TIMEOUT_SECONDS,
     DarwinEndpoint,
@@ -140,9 +142,15 @@ def _pod(
         "restartPolicy": "Never",  # a broken member breaks the group; the operator recreates it
         "enableServiceLinks": False,  # Service env (e.g. VLLM_PORT) would confuse vLLM
         "terminationGracePeriodSeconds": engine.TERMINATION_GRACE_SECONDS,
+        "automountServiceAccountToken": spec.pod.automount_service_account_token,
+        "securityContext": _pod_security_context(spec),
         "containers": [_container(ref, spec, group, rank)],
         "volumes": _volumes(spec),
     }
+    if spec.pod.service_account_name:
+        pod_spec["serviceAccountName"] = spec.pod.service_account_name
+    if spec.pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.pod.image_pull_secrets]
     node_selector = dict(spec.placement.node_selector)
     if spec.placement.gpu_product:
         node_selector[GPU_PRODUCT_LABEL] = spec.placement.gpu_product
@@ -170,13 +178,8 @@ def _same_domain_affinity(ref: EndpointRef, group: int, topology_key: str) -> di
 
 
 def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int) -> dict:
-    shape = topology.shape_of(spec)
     leader = leader_address(ref, group)
-    gpus = {spec.placement.gpu_resource: str(shape.gpus_per_pod)}
-    requests = dict(gpus)
-    for resource, quantity in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
-        if quantity is not None:
-            requests[resource] = str(quantity)
+    shape = topology.shape_of(spec)
     container: dict = {
         "name": CONTAINER_NAME,
         "image": spec.engine.image,
@@ -191,7 +194,8 @@ def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int
             leader_address=leader,
             group_size=shape.pods_per_group,
         ),
-        "resources": {"limits": gpus, "requests": requests},
+        "resources": _resources(spec),
+        "securityContext": _container_security_context(spec),
         "volumeMounts": _volume_mounts(spec),
     }
     # Deleted by someone else (node drain, eviction): clients stop being sent here before
@@ -204,6 +208,44 @@ def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int
         ]
         container.update(_probes(spec))
     return container
+
+
+def _resources(spec: DarwinEndpointSpec) -> dict:
+    """GPUs and extra resources as limits; CPU and memory requested (defaults per GPU), and
+    limited to the same for Guaranteed QoS."""
+    gpus = topology.shape_of(spec).gpus_per_pod
+    cpu = spec.resources.cpu if spec.resources.cpu is not None else DEFAULT_CPU_PER_GPU * gpus
+    memory = spec.resources.memory
+    if memory is None:
+        memory = f"{DEFAULT_MEMORY_PER_GPU_GI * gpus}Gi"
+    limits = {spec.placement.gpu_resource: str(gpus)}
+    limits.update({name: str(quantity) for name, quantity in spec.resources.extra.items()})
+    requests = {**limits, "cpu": str(cpu), "memory": str(memory)}
+    if spec.resources.guaranteed:
+        limits.update(cpu=str(cpu), memory=str(memory))
+    return {"limits": limits, "requests": requests}
+
+
+def _pod_security_context(spec: DarwinEndpointSpec) -> dict:
+    context: dict = {"seccompProfile": {"type": "RuntimeDefault"}}
+    for key, value in (
+        ("runAsUser", spec.pod.run_as_user),
+        ("runAsGroup", spec.pod.run_as_group),
+        ("fsGroup", spec.pod.fs_group),
+    ):
+        if value is not None:
+            context[key] = value
+    if spec.pod.run_as_non_root:
+        context["runAsNonRoot"] = True
+    return context
+
+
+def _container_security_context(spec: DarwinEndpointSpec) -> dict:
+    # Third-party model code runs here (trustRemoteCode): nothing beyond what was asked for.
+    capabilities: dict = {"drop": ["ALL"]}
+    if spec.pod.capabilities:
+        capabilities["add"] = list(spec.pod.capabilities)
+    return {"allowPrivilegeEscalation": False, "capabilities": capabilities}
 
 
 def _probes(spec: DarwinEndpointSpec) -> dict:
@@ -252,7 +294,7 @@ def _volumes(spec: DarwinEndpointSpec) -> list[dict]:
     elif cache is not None and cache.host_path:
         host_path = {"path": cache.host_path, "type": "DirectoryOrCreate"}
         volumes.append({"name": "weights", "hostPath": host_path})
-    return volumes
+    return volumes + [v.model_dump(by_alias=True, exclude_none=True) for v in spec.pod.volumes]
 
 
 def _volume_mounts(spec: DarwinEndpointSpec) -> list[dict]:
@@ -262,6 +304,8 @@ def _volume_mounts(spec: DarwinEndpointSpec) -> list[dict]:
         if _weights_read_only(spec):
             mount["readOnly"] = True
         mounts.append(mount)
+    for extra in spec.pod.volume_mounts:
+        mounts.append(extra.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True))
     return mounts
 
 

@@ -86,11 +86,14 @@ def crd_installed(cluster: ClusterHandle) -> None:
 
 @pytest.fixture
 def namespace(cluster: ClusterHandle, request) -> Iterator[str]:
-    """A fresh namespace per test, ready for pods (its default ServiceAccount exists)."""
+    """A fresh namespace per test, ready for pods (its default ServiceAccount exists), with
+    Pod Security "baseline" enforced."""
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core = k8s.CoreV1Api(cluster.api)
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    # Pod Security "baseline" is enforced, as a real cluster would: the rendered pods must pass.
+    labels = {"pod-security.kubernetes.io/enforce": "baseline"}
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=labels)))
 
     def default_account_exists() -> bool:
         return any(

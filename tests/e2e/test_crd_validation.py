@@ -137,6 +137,35 @@ BAD = [
         endpoint(podMetadata={"labels": {"serving.darwin.ai/serving": "true"}}),
         "belong to the operator",
     ),
+    ("capability-all", endpoint(pod={"capabilities": ["ALL"]}), "one by one"),
+    ("capability-cap-prefix", endpoint(pod={"capabilities": ["CAP_SYS_ADMIN"]}), "CAP_ prefix"),
+    ("non-root-as-root", endpoint(pod={"runAsNonRoot": True, "runAsUser": 0}), "contradicts"),
+    (
+        "volume-named-dshm",
+        endpoint(pod={"volumes": [{"name": "dshm", "emptyDir": {}}]}),
+        "the operator's /dev/shm and weights volumes",
+    ),
+    (
+        "mount-of-the-weights-volume",
+        endpoint(pod={"volumeMounts": [{"name": "weights", "mountPath": "/w"}]}),
+        "must name a volume of pod.volumes",
+    ),
+    (
+        "mount-over-dev-shm",
+        endpoint(
+            pod={
+                "volumes": [{"name": "a", "emptyDir": {}}],
+                "volumeMounts": [{"name": "a", "mountPath": "/dev/shm/x"}],
+            }
+        ),
+        "may not mount over /dev/shm",
+    ),
+    ("extra-cpu", endpoint(resources={"extra": {"cpu": 2}}), "cpu and memory are set by"),
+    (
+        "extra-gpu",
+        endpoint(resources={"extra": {"nvidia.com/gpu": 2}}),
+        "placement.gpuResource sets it",
+    ),
     (
         "operator-annotation-in-pod-metadata",
         endpoint(podMetadata={"annotations": {"serving.darwin.ai/deleteReason": "x"}}),
@@ -206,7 +235,9 @@ def test_defaults_spell_out_the_effective_spec(cluster, namespace):
         "paused": False,
         "drainSeconds": 30,
     }
-    assert spec["resources"] == {"sharedMemory": "16Gi"}
+    assert spec["resources"] == {"sharedMemory": "16Gi", "guaranteed": False, "extra": {}}
+    assert spec["pod"]["automountServiceAccountToken"] is False
+    assert spec["health"]["leaderUnreadySeconds"] == 300
     assert spec["service"] == {"type": "ClusterIP", "port": 8000}
 
 
@@ -358,6 +389,29 @@ OTHER_VALUES = [
     {"placement": {"gpuResource": "example.com/gpu"}},
     {"engine": {"env": [{"name": "DARWIN", "value": "x"}, {"name": "VLLM_PORTS", "value": "x"}]}},
     {"engine": {"env": [{"name": "HF_TOKEN", "value": "x"}]}},
+    {"pod": {"capabilities": ["IPC_LOCK", "NET_RAW"]}},
+    {"pod": {"capabilities": ["CAP_NET_RAW"]}},
+    {"pod": {"runAsNonRoot": True, "runAsUser": 0}},
+    {"pod": {"runAsNonRoot": True}},
+    {"pod": {"volumes": [{"name": "weights", "emptyDir": {}}]}},
+    {"pod": {"volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]}},
+    {"pod": {"volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "secret": {}}]}},
+    {
+        "pod": {
+            "volumes": [{"name": "a", "emptyDir": {}}],
+            "volumeMounts": [{"name": "a", "mountPath": "/x"}, {"name": "a", "mountPath": "/x"}],
+        }
+    },
+    {
+        "pod": {
+            "volumes": [{"name": "a", "emptyDir": {}}],
+            "volumeMounts": [{"name": "a", "mountPath": "/dev/shmx"}],
+        }
+    },
+    {"resources": {"extra": {"rdma/hca_shared_devices_a": 1, "hugepages-2Mi": "1Gi"}}},
+    {"resources": {"extra": {"memory": 1}}},
+    {"resources": {"extra": {"nvidia.com/gpu": 1}}},
+    {"resources": {"extra": {"Bad Name": 1}}},
 ]
 
 

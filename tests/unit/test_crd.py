@@ -30,9 +30,9 @@ def test_structural_every_node_has_a_type_and_no_json_schema_leftovers():
             assert "additionalProperties" not in node, path
 
 
-def test_only_envvar_value_from_is_free_form():
+def test_only_envvar_value_from_and_volume_sources_are_free_form():
     free = [p for p, n in walk(openapi_schema()) if n.get("x-kubernetes-preserve-unknown-fields")]
-    assert free == ["$.spec.engine.env[].valueFrom"]
+    assert free == ["$.spec.engine.env[].valueFrom", "$.spec.pod.volumes[]"]
 
 
 def test_int_or_string_fields():

@@ -362,3 +362,76 @@ def test_any_valid_shape_renders_a_whole_group(shape, group):
     for pod in pods:
         name = pod["metadata"]["name"]
         assert len(name) <= 63 and pod["spec"]["hostname"] == name
+
+
+def test_pods_are_locked_down_by_default():
+    for pod in pods_of(spec(placement={"podsPerGroup": 3})):
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert container(pod)["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert "serviceAccountName" not in pod["spec"]
+
+
+def test_spec_pod_adds_identity_user_capabilities_and_volumes():
+    (pod,) = pods_of(
+        spec(
+            model={"cache": {"persistentVolumeClaim": "w"}},
+            pod={
+                "serviceAccountName": "model-reader",
+                "imagePullSecrets": ["registry"],
+                "runAsUser": 1000,
+                "runAsGroup": 2000,
+                "fsGroup": 2000,
+                "runAsNonRoot": True,
+                "capabilities": ["IPC_LOCK"],
+                "volumes": [{"name": "nccl", "configMap": {"name": "topology"}}],
+                "volumeMounts": [{"name": "nccl", "mountPath": "/etc/nccl", "readOnly": True}],
+            },
+        )
+    )
+    assert pod["spec"]["serviceAccountName"] == "model-reader"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["spec"]["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 1000,
+        "runAsGroup": 2000,
+        "fsGroup": 2000,
+        "runAsNonRoot": True,
+    }
+    assert container(pod)["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["IPC_LOCK"],
+    }
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["dshm", "weights", "nccl"]
+    assert pod["spec"]["volumes"][-1] == {"name": "nccl", "configMap": {"name": "topology"}}
+    assert container(pod)["volumeMounts"][-1] == {
+        "name": "nccl",
+        "mountPath": "/etc/nccl",
+        "readOnly": True,
+    }
+
+
+def test_cpu_and_memory_default_per_gpu_and_guaranteed_sets_limits_to_requests():
+    staged = {"placement": {"podsPerGroup": 3}, "resources": {"cpu": None, "memory": None}}
+    (leader, *_) = pods_of(spec(**staged))
+    resources = container(leader)["resources"]
+    # 2 GPUs per pod: Burstable with requests, GPUs as limits
+    assert resources["requests"] == {"nvidia.com/gpu": "2", "cpu": "16", "memory": "128Gi"}
+    assert resources["limits"] == {"nvidia.com/gpu": "2"}
+    (pod,) = pods_of(
+        spec(resources={"cpu": "32", "memory": "512Gi", "guaranteed": True, "extra": {"rdma/x": 1}})
+    )
+    resources = container(pod)["resources"]
+    assert (
+        resources["limits"]
+        == resources["requests"]
+        == {
+            "nvidia.com/gpu": "6",
+            "rdma/x": "1",
+            "cpu": "32",
+            "memory": "512Gi",
+        }
+    )

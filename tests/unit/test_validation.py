@@ -56,7 +56,7 @@ def test_manifests_are_valid(path):
                 "engine": {"env": [{"name": "HF_TOKEN", "value": "x"}]},
             },
             "spec.engine.env",
-            message_of(api.DarwinEndpointSpec, 3),
+            next(r.message for r in api.DarwinEndpointSpec.rules if r.field_path == ".engine.env"),
         ),
         (
             {"rollout": {"maxUnavailable": 0, "maxSurge": 0}},
@@ -121,6 +121,44 @@ def test_manifests_are_valid(path):
             "flags the operator owns",
         ),
         ({"surprise": True}, "spec.surprise", "Extra inputs"),
+        ({"pod": {"capabilities": ["ALL"]}}, "spec.pod.capabilities", "one by one"),
+        ({"pod": {"capabilities": ["CAP_IPC_LOCK"]}}, "spec.pod.capabilities", "CAP_ prefix"),
+        ({"pod": {"runAsNonRoot": True, "runAsUser": 0}}, "spec.pod.runAsUser", "contradicts"),
+        (
+            {"pod": {"volumes": [{"name": "dshm", "emptyDir": {}}]}},
+            "spec.pod.volumes",
+            "the operator's /dev/shm and weights volumes",
+        ),
+        (
+            {"pod": {"volumes": [{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}]}},
+            "spec.pod.volumes",
+            "must be unique",
+        ),
+        (
+            {"pod": {"volumeMounts": [{"name": "weights", "mountPath": "/w"}]}},
+            "spec.pod.volumeMounts",
+            "must name a volume of pod.volumes",
+        ),
+        (
+            {
+                "pod": {
+                    "volumes": [{"name": "a", "emptyDir": {}}],
+                    "volumeMounts": [{"name": "a", "mountPath": "/dev/shm"}],
+                }
+            },
+            "spec.pod.volumeMounts",
+            "may not mount over /dev/shm",
+        ),
+        (
+            {"resources": {"extra": {"memory": "1Gi"}}},
+            "spec.resources.extra",
+            "cpu and memory are set by resources.cpu",
+        ),
+        (
+            {"resources": {"extra": {"nvidia.com/gpu": 1}}},
+            "spec.resources.extra",
+            "placement.gpuResource sets it",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_in_the_crds_words(changes, where, message):
