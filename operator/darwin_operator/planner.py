@@ -190,9 +190,12 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-def desired_objects(ref: render.EndpointRef, spec: DarwinEndpointSpec) -> list[dict[str, Any]]:
-    """Services and PDB as they should be, each stamped with the hash of its rendered form."""
-    objects = [*render.render_services(ref, spec), render.render_pdb(ref, spec)]
+def desired_objects(
+    ref: render.EndpointRef, spec: DarwinEndpointSpec, draining: int = 0
+) -> list[dict[str, Any]]:
+    """Services and PDB as they should be, each stamped with the hash of its rendered form;
+    `draining` wanted groups have their leader out of the Service (the PDB counts them)."""
+    objects = [*render.render_services(ref, spec), render.render_pdb(ref, spec, draining)]
     stamped = []
     for obj in objects:
         digest = stable_hash(obj)
@@ -319,8 +322,8 @@ class _Planner:
             [s.view for s in states.values()],
             in_progress=self.rollout_in_progress,
         )
-        self.objects()
         self.act(states, decision)
+        self.objects()
         self.keep_revisions()
         future = [d - self.now for d in self.deadlines if d > self.now]
         return Plan(
@@ -753,11 +756,25 @@ class _Planner:
         return ""
 
     def objects(self) -> None:
+        """After the groups' actions, so that the PDB counts the drains this plan starts (the
+        reconciler applies objects before anything else)."""
         have = dict(self.observed.owned_objects)
-        for obj in desired_objects(self.ref, self.spec):
+        applies = []
+        for obj in desired_objects(self.ref, self.spec, len(self.draining())):
             key = object_key(obj)
             if have.get(key) != obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
-                self.actions.append(ApplyObject(key, obj))
+                applies.append(ApplyObject(key, obj))
+        self.actions[:0] = applies
+
+    def draining(self) -> set[int]:
+        """Wanted groups whose leader is out of the Service, or leaves it in this plan."""
+        starting = {a.index for a in self.actions if isinstance(a, DrainGroup)}
+        out = {
+            g.index
+            for g in self.observed.groups
+            if g.leader is not None and g.leader.serving == "false"
+        }
+        return {index for index in starting | out if index < self.spec.replicas}
 
 
 def plan(

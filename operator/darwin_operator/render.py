@@ -351,35 +351,33 @@ def render_services(ref: EndpointRef, spec: DarwinEndpointSpec) -> list[dict]:
     return [headless, client]
 
 
-def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec) -> dict:
+def render_pdb(ref: EndpointRef, spec: DarwinEndpointSpec, draining: int = 0) -> dict:
     """Voluntary disruptions (node drains, evictions) of the endpoint's pods, in pods.
 
-    A PDB counts pods, a group is down as soon as one member is, so the budget is k pods where
-    k is maxUnavailable in groups (resolved as the rollout resolves it): an eviction is allowed
-    only while at most k pods of groups 0..replicas-1 are unavailable afterwards (not Ready,
-    missing, or a leader out of the Service), and k unavailable pods take at most k groups down.
-    Conservative for groups of several pods: one group starting or draining already spends one
-    unit. minAvailable as a number (not maxUnavailable) makes the disruption controller count
-    the pods it selects rather than the owner's scale, which is in groups. Groups from
-    `replicas` up (surge, or leaving on a scale-down) are not counted: they are extra. A
-    draining leader carries serving=false, so it drops out of the selector and counts as
-    missing until its group is gone."""
+    A PDB counts pods and a group is down as soon as one member is, so the budget is k pods,
+    k being maxUnavailable in groups (resolved as the rollout resolves it): an eviction is
+    allowed only while afterwards at most k units are spent, a unit being a pod of groups
+    0..replicas-1 that is not Ready or missing, or one of those groups draining (its leader out
+    of the Service; `draining` of them). k spent units take at most k groups down. Conservative
+    for groups of several pods: a group starting or being replaced spends a unit per pod.
+    minAvailable as a number (not maxUnavailable) makes the disruption controller count the
+    pods it selects rather than the owner's scale, which is in groups. Draining is counted in
+    the number rather than by relabelling: the disruption controller does not look again at a
+    budget when a pod stops matching it, but it does when the budget changes. Groups from
+    `replicas` up (surge, or leaving on a scale-down) are not counted: they are extra."""
     wanted = [str(group) for group in range(spec.replicas)]
     budget = rollout.limits(spec).max_unavailable
-    expressions = [{"key": LABEL_SERVING, "operator": "NotIn", "values": ["false"]}]
+    selector: dict = {"matchLabels": {LABEL_ENDPOINT: ref.name}}
     if wanted:  # `In` needs a value; with no groups wanted nothing is protected anyway
-        expressions.append({"key": LABEL_GROUP, "operator": "In", "values": wanted})
+        selector["matchExpressions"] = [{"key": LABEL_GROUP, "operator": "In", "values": wanted}]
     pods = spec.replicas * topology.shape_of(spec).pods_per_group
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(ref, vocabulary.pdb_name(ref.name), {LABEL_ENDPOINT: ref.name}),
         "spec": {
-            "minAvailable": max(0, pods - budget),
-            "selector": {
-                "matchLabels": {LABEL_ENDPOINT: ref.name},
-                "matchExpressions": expressions,
-            },
+            "minAvailable": min(pods, max(0, pods - budget + draining)),
+            "selector": selector,
             # A broken group's pods are evictable: they must not block a node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },

@@ -61,11 +61,11 @@ def group_pods(
     return pods
 
 
-def owned(spec: DarwinEndpointSpec) -> tuple[tuple[str, str], ...]:
-    """Services and PDB as if already applied at this spec."""
+def owned(spec: DarwinEndpointSpec, draining: int = 0) -> tuple[tuple[str, str], ...]:
+    """Services and PDB as if already applied at this spec, with `draining` groups counted."""
     return tuple(
         (planner.object_key(o), o["metadata"]["annotations"][vocabulary.ANNOTATION_SPEC_HASH])
-        for o in planner.desired_objects(REF, spec)
+        for o in planner.desired_objects(REF, spec, draining)
     )
 
 
@@ -73,9 +73,15 @@ def observe(
     spec: DarwinEndpointSpec, *pod_lists: list[ObservedPod], applied: bool = True, **kw: Any
 ) -> Observed:
     pods = [p for ps in pod_lists for p in ps]
+    # as a reconcile that saw these pods applied them: draining wanted groups counted
+    draining = {
+        p.group
+        for p in pods
+        if p.rank == 0 and p.serving == "false" and (p.group or 0) < spec.replicas
+    }
     return Observed(
         groups=groups_from_pods(pods, REF.uid),
-        owned_objects=owned(spec) if applied else (),
+        owned_objects=owned(spec, len(draining)) if applied else (),
         **kw,
     )
 

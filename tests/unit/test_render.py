@@ -239,15 +239,25 @@ def test_pdb_covers_every_member_of_the_wanted_groups_in_pods():
     assert pdb["metadata"]["name"] == "darwin-398b-members"
     # 4 groups x 3 pods, one pod (so one group) may be down: 11 of 12 must stay available
     assert pdb["spec"]["minAvailable"] == 11 and "maxUnavailable" not in pdb["spec"]
-    selector = pdb["spec"]["selector"]
-    assert selector["matchLabels"] == {"serving.darwin.ai/endpoint": "darwin-398b"}
-    assert {"key": "serving.darwin.ai/group", "operator": "In", "values": ["0", "1", "2", "3"]} in (
-        selector["matchExpressions"]
-    )
+    assert pdb["spec"]["selector"] == {
+        "matchLabels": {"serving.darwin.ai/endpoint": "darwin-398b"},
+        "matchExpressions": [
+            {"key": "serving.darwin.ai/group", "operator": "In", "values": ["0", "1", "2", "3"]}
+        ],
+    }
     # maxUnavailable resolved as the rollout resolves it: a PDB would round 30% of 4 up to 2
     budget = render_pdb(REF, spec(replicas=4, rollout={"maxUnavailable": "30%"}))
     assert budget["spec"]["minAvailable"] == 3
     assert render_pdb(REF, spec(replicas=0))["spec"]["minAvailable"] == 0
+    assert "matchExpressions" not in render_pdb(REF, spec(replicas=0))["spec"]["selector"]
+
+
+def test_pdb_counts_draining_groups_as_spent():
+    endpoint_spec = spec(replicas=4, placement={"podsPerGroup": 3}, rollout={"maxUnavailable": 2})
+    assert render_pdb(REF, endpoint_spec)["spec"]["minAvailable"] == 10
+    assert render_pdb(REF, endpoint_spec, draining=1)["spec"]["minAvailable"] == 11
+    # never more than every pod
+    assert render_pdb(REF, endpoint_spec, draining=3)["spec"]["minAvailable"] == 12
 
 
 def _selects(selector: dict, labels: dict[str, str]) -> bool:
@@ -263,7 +273,7 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
     return True
 
 
-def test_pdb_selects_workers_and_leaders_but_not_a_draining_leader_nor_surge_groups():
+def test_pdb_selects_workers_and_leaders_of_wanted_groups_but_not_surge_groups():
     endpoint_spec = spec(replicas=2, placement={"podsPerGroup": 3})
     selector = render_pdb(REF, endpoint_spec)["spec"]["selector"]
     pods = [
@@ -271,8 +281,6 @@ def test_pdb_selects_workers_and_leaders_but_not_a_draining_leader_nor_surge_gro
     ]
     selected = {p["metadata"]["name"] for p in pods if _selects(selector, p["metadata"]["labels"])}
     assert selected == {f"darwin-398b-{g}-{r}" for g in (0, 1) for r in (0, 1, 2)}
-    draining = {**pods[0]["metadata"]["labels"], vocabulary.LABEL_SERVING: "false"}
-    assert not _selects(selector, draining)
 
 
 def test_leader_address_is_the_pod_dns_name():

@@ -194,7 +194,11 @@ def test_a_second_change_replaces_groups_of_the_first_that_are_still_starting():
 def test_planner_drains_the_replaced_group_then_deletes_it_and_recreates_it_new():
     spec = make_spec(replicas=2)
     plan = make_plan(spec, observe(spec, groups(spec, range(2))))
-    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"),)
+    # the disruption budget counts the drain before it starts (objects are applied first)
+    budget, drain = plan.actions
+    assert budget.key == "PodDisruptionBudget/darwin-398b-members"
+    assert budget.body["spec"]["minAvailable"] == 2  # 2 pods - 1 unavailable + 1 draining
+    assert drain == DrainGroup(1, "darwin-398b-1-0")
     assert plan.requeue_after == 30 + DRAIN_SETTLE_SECONDS
     assert plan.groups[1].phase == GroupPhase.DRAINING
     assert plan.groups[1].message.startswith(f"replacing revision {OLD} with {revision(spec)}")
