@@ -157,6 +157,12 @@ def test_vllm_reads_the_short_name_and_the_hub_id_as_served_names(verdicts):
     ]
 
 
+def test_vllm_reads_the_shutdown_timeout_on_leaders_and_workers(verdicts):
+    """vLLM 0.33 aborts in-flight requests on SIGTERM unless --shutdown-timeout is given."""
+    for case in ("reference", "per-stage-leader", "per-stage-worker-2"):
+        assert verdicts[case]["parsed"]["shutdown_timeout"] == engine.SHUTDOWN_TIMEOUT_SECONDS
+
+
 def test_cases_cover_the_multi_node_flags():
     """The cases above exercise what the brief asks: mp multi-node flags, extras, revision."""
     worker = serve_args(*CASES["per-stage-worker-1"][:2])
