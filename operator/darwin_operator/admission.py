@@ -77,7 +77,7 @@ class Admitter:
                 await asyncio.gather(
                     *(
                         self.cluster.write_pods(
-                            request.ref.namespace, writes.ungate(admission.pods, now)
+                            request.ref.namespace, writes.ungate(admission.pods, now, fit.nodes)
                         )
                         for admission, fit in zip(request.admissions, fits, strict=True)
                         if fit.fits

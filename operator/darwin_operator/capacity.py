@@ -45,6 +45,8 @@ def _exclusion(node: NodeInfo, placement: Placement, resource: str) -> str | Non
         return "cordoned"
     if not placement.allows(node.label_map):
         return "labels do not match"
+    if placement.node_names and node.name not in placement.node_names:
+        return "held to another node"
     if not placement.tolerates(node.taints):
         return "taint not tolerated"
     if node.allocatable_of(resource) <= 0:

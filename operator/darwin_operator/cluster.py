@@ -251,6 +251,8 @@ class Cluster:
                             "schedulingGates": [{"$patch": "delete", "name": SCHEDULING_GATE}]
                         },
                     }
+                    if write.node:
+                        patch["spec"]["affinity"] = held_to(write.node)
                     return await self.request(
                         "PATCH",
                         f"{pods}/{name}",
@@ -341,6 +343,16 @@ class Cluster:
             body=patch,
             content_type="application/merge-patch+json",
         )
+
+
+def held_to(node: str) -> dict[str, Any]:
+    """A required node affinity to one node, by name (a field, so no node label is needed)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
 
 
 def _meta_patch(write: writes.PatchPod) -> dict[str, Any]:

@@ -95,6 +95,8 @@ class Placement:
     # required nodeAffinity: a node must match every requirement of at least one term
     affinity_terms: tuple[tuple[NodeRequirement, ...], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
+    # required nodeAffinity on metadata.name: the nodes admission held the pod to
+    node_names: tuple[str, ...] = ()
 
     def allows(self, labels: Mapping[str, str]) -> bool:
         if any(labels.get(k) != v for k, v in self.node_selector):
@@ -259,7 +261,16 @@ def _placement(spec: Mapping[str, Any]) -> Placement:
         )
         for t in spec.get("tolerations") or ()
     )
-    return Placement(node_selector=selector, affinity_terms=terms, tolerations=tolerations)
+    names = tuple(
+        value
+        for term in affinity.get("nodeSelectorTerms") or ()
+        for f in term.get("matchFields") or ()
+        if f.get("key") == "metadata.name" and f.get("operator") == "In"
+        for value in f.get("values") or ()
+    )
+    return Placement(
+        node_selector=selector, affinity_terms=terms, tolerations=tolerations, node_names=names
+    )
 
 
 def _extended_requests(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:

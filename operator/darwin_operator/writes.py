@@ -7,7 +7,7 @@ down once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ class PatchPod:
     labels: tuple[tuple[str, str | None], ...] = ()
     annotations: tuple[tuple[str, str | None], ...] = ()
     ungate: bool = False
+    node: str = ""  # with ungate: hold the pod to this node (admission's choice)
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,20 @@ class Writes:
     last: tuple[PodWrite, ...] = ()
 
 
-def ungate(pods: Iterable[str], now: float) -> tuple[PatchPod, ...]:
-    """Lift our gate, stamping when: the scheduling timeout counts from it, across restarts."""
+def ungate(pods: Iterable[str], now: float, nodes: Sequence[str] = ()) -> tuple[PatchPod, ...]:
+    """Lift our gate, stamping when: the scheduling timeout counts from it, across restarts.
+
+    `nodes`, one per pod, are where admission counted each pod: in the same write the pod is
+    held to its node (a gated pod's node affinity may still be set), or the scheduler could
+    spread the group elsewhere and leave it half placed. Without them (an admission
+    interrupted part way, whose choice is not known any more) the gates are only lifted."""
     stamp = ((ANNOTATION_ADMITTED_AT, format_time(now)),)
-    return tuple(PatchPod(name, annotations=stamp, ungate=True) for name in pods)
+    pods = list(pods)
+    held = list(nodes) or [""] * len(pods)
+    return tuple(
+        PatchPod(name, annotations=stamp, ungate=True, node=node)
+        for name, node in zip(pods, held, strict=True)
+    )
 
 
 def serving(pod: str, value: bool, now: float) -> PatchPod:

@@ -69,7 +69,7 @@ class OperatorWrites:
             lambda w=w: self.apply(w)
             for a, fit in zip(plan.admissions, fits, strict=True)
             if fit.fits
-            for w in writes.ungate(a.pods, self.now)
+            for w in writes.ungate(a.pods, self.now, fit.nodes)
         ]
 
     def apply(self, write: writes.PodWrite) -> None:

@@ -29,6 +29,7 @@ class FakeCluster:
         self.pods: list[dict] = []
         self.reads = 0
         self.ungated: list[str] = []
+        self.held: dict[str, str] = {}  # pod -> the node its gate-lifting write holds it to
 
     async def capacity_inputs(self):
         self.reads += 1
@@ -37,6 +38,8 @@ class FakeCluster:
 
     async def write_pods(self, namespace, pod_writes):
         await asyncio.sleep(0.01)
+        pod_writes = list(pod_writes)
+        self.held.update({w.name: w.node for w in pod_writes if isinstance(w, writes.PatchPod)})
         names = [w.name for w in pod_writes if isinstance(w, writes.PatchPod) and w.ungate]
         for name in names:
             self.ungated.append(name)
@@ -77,6 +80,9 @@ def test_competing_endpoints_never_both_get_the_last_gpus_and_share_one_read():
     admitted = [n for n, fits in results.items() if fits[0].fits]
     assert admitted == ["alpha"]  # the first to ask
     assert cluster.ungated == ["alpha-0-0", "alpha-0-1", "alpha-0-2"]
+    # each pod is held to the node admission counted it on: 3 x 4 GPUs on two 8-GPU nodes
+    assert [cluster.held[n] for n in cluster.ungated] == list(results["alpha"][0].nodes)
+    assert sorted(cluster.held.values()) == ["n0", "n0", "n1"]
     assert "free: 4 GPUs on 2 eligible nodes (largest 4)" in results["beta"][0].message
     assert cluster.reads <= 2  # the queued requests were decided together
 

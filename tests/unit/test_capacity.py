@@ -69,6 +69,38 @@ def test_released_unbound_pods_count_as_taken_but_gated_ones_do_not():
     assert sorted(free.values()) == [2, 8, 8, 8]
 
 
+def test_a_released_pod_held_to_a_node_counts_there_and_the_hold_is_read_from_the_pod():
+    held = pod_from_api(
+        {
+            "metadata": {"name": "held"},
+            "spec": {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchFields": [
+                                        {
+                                            "key": "metadata.name",
+                                            "operator": "In",
+                                            "values": [NODES[3].name],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+                "containers": [{"name": "c", "resources": {"limits": {GPU: "2"}}}],
+            },
+        }
+    )
+    assert held.placement.node_names == (NODES[3].name,)
+    # best fit alone would have put it on the fullest node (the first); it is held to the last
+    free = free_gpus(NODES, [pod("bound", 6, NODES[0].name), held], GPU)
+    assert free == {NODES[0].name: 2, NODES[1].name: 8, NODES[2].name: 8, NODES[3].name: 6}
+
+
 def test_released_pod_that_fits_nowhere_takes_nothing():
     pods = [pod("huge", 9, placement=B200)]
     assert free_gpus(NODES, pods, GPU) == {n.name: 8 for n in NODES}

@@ -113,3 +113,30 @@ def test_write_pods_counts_the_writes_that_took_effect():
     assert (method, content_type) == ("PATCH", "application/strategic-merge-patch+json")
     assert body["spec"]["schedulingGates"] == [{"$patch": "delete", "name": SCHEDULING_GATE}]
     assert body["metadata"]["annotations"] == {ANNOTATION_ADMITTED_AT: format_time(T0)}
+
+
+def test_an_admitted_pod_is_held_to_its_node_in_the_write_that_lifts_its_gate():
+    held = writes.ungate(["a", "b"], T0, ("node-1", "node-2"))
+    assert [(w.name, w.node, w.ungate) for w in held] == [
+        ("a", "node-1", True),
+        ("b", "node-2", True),
+    ]
+    client = _Client(lambda m, p: 200)
+    cluster = Cluster(client, workers=1)
+    try:
+        asyncio.run(cluster.write_pods("llm", held[:1]))
+    finally:
+        cluster.close()
+    _, url, content_type, body = client.sent[-1]
+    assert content_type == "application/strategic-merge-patch+json"
+    assert body["spec"]["schedulingGates"] == [{"$patch": "delete", "name": SCHEDULING_GATE}]
+    terms = body["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert terms == {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
+        ]
+    }
+    # an interrupted admission's choice is not known any more: its gates are only lifted
+    assert all(w.node == "" for w in writes.ungate(["a"], T0))

@@ -1,0 +1,40 @@
+"""Admission's placement is the scheduler's: the pods of an admitted group are held to the
+nodes admission counted them on, packed so that whole nodes stay free."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.operator_process import apply, endpoint_manifest, endpoint_pods, endpoint_status
+from tests.e2e.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def held_to(pod: dict) -> list[str]:
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    (field,) = term["matchFields"]
+    assert (field["key"], field["operator"]) == ("metadata.name", "In")
+    return field["values"]
+
+
+def test_an_admitted_group_is_held_to_the_nodes_admission_chose(cluster, namespace, operator):
+    # two groups of 3 pods x 2 GPUs on empty 8-GPU nodes; left to itself the scheduler spreads
+    # 2-GPU pods over the emptiest nodes
+    manifest = endpoint_manifest("packed", replicas=2, pods_per_group=3, ready_after="1s")
+    apply(cluster, namespace, manifest)
+
+    def ready():
+        status = endpoint_status(cluster, namespace, "packed")
+        return status.get("phase") == "Ready" and status.get("readyReplicas") == 2
+
+    wait_for(ready, timeout=120, what="2 groups Ready")
+    pods = endpoint_pods(cluster, namespace, "packed")
+    assert len(pods) == 6
+    for pod in pods:
+        assert held_to(pod) == [pod["spec"]["nodeName"]], pod["metadata"]["name"]
+    # best fit: the first group fills one node (6 of 8 GPUs), the second takes that node's last
+    # two GPUs and one more node; the other nodes stay whole
+    nodes = {p["spec"]["nodeName"] for p in pods}
+    assert len(nodes) == 2
