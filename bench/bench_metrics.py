@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import time
@@ -25,16 +24,11 @@ for path in (REPO, REPO / "operator"):
     sys.path.insert(0, str(path))
 
 import prometheus_client  # noqa: E402
+from tests.e2e.checks import free_port  # noqa: E402
+from tests.specs import spec_doc  # noqa: E402
 from tests.unit.fake_cluster import FakeCluster, endpoint_object  # noqa: E402
-from tests.unit.specs import spec_doc  # noqa: E402
 
 from darwin_operator.reconciler import Reconciler  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def reconcile_to_ready(namespace: str, name: str) -> None:
@@ -68,7 +62,7 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     args = parser.parse_args()
 
-    port = _free_port()
+    port = free_port()
     prometheus_client.start_http_server(port, addr="127.0.0.1")
     url = f"http://127.0.0.1:{port}/metrics"
 

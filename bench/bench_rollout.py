@@ -31,7 +31,8 @@ for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
 
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
-from tests.e2e.operator_process import OperatorProcess, endpoint_manifest  # noqa: E402
+from tests.e2e.operator_process import OperatorProcess  # noqa: E402
+from tests.specs import endpoint_manifest  # noqa: E402
 
 from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -18,14 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.checks import free_port
+
 BINARY = "/usr/bin/prometheus"
 INSTALL_HINT = "install Prometheus: `make prometheus-tools` (tests/prometheus/install.sh)"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus:
@@ -33,7 +28,7 @@ class Prometheus:
         if not os.access(BINARY, os.X_OK):
             pytest.fail(f"no {BINARY}: {INSTALL_HINT}")
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],

@@ -11,15 +11,10 @@ from contextlib import ExitStack
 import pytest
 
 from tests.e2e.chart_install import STANDBY_LIFETIME, extra_namespace, installed
-from tests.e2e.operator_process import (
-    OperatorProcess,
-    PodRecorder,
-    apply,
-    endpoint_manifest,
-    endpoint_pods,
-    endpoint_status,
-)
+from tests.e2e.checks import PodRecorder, apply, endpoint_pods, endpoint_ready
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +30,6 @@ def reconciles(process: OperatorProcess) -> float:
     """How many reconciles this replica has run (darwin_reconcile_total over all results)."""
     samples = re.findall(r"^darwin_reconcile_total\{[^}]*\} (\S+)$", process.metrics(), re.M)
     return sum(float(value) for value in samples)
-
-
-def ready(cluster, namespace, name, replicas):
-    def check():
-        status = endpoint_status(cluster, namespace, name)
-        return status.get("phase") == "Ready" and status.get("readyReplicas") == replicas
-
-    return check
 
 
 def test_standby_takes_over_within_the_lifetime_and_never_acts_beside_the_active(
@@ -74,7 +61,9 @@ def test_standby_takes_over_within_the_lifetime_and_never_acts_beside_the_active
         first = replica("first")
         second = replica("second")  # registers below the first: stands by from its start
         apply(cluster, namespace, endpoint_manifest("darwin-398b", replicas=1))
-        wait_for(ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="1 group Ready")
+        wait_for(
+            endpoint_ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="1 group Ready"
+        )
         time.sleep(2 * first.resync_seconds)  # room for a second actor to show itself
         assert reconciles(first) > 0
         assert reconciles(second) == 0, "the standby acted beside the active replica"
@@ -88,7 +77,9 @@ def test_standby_takes_over_within_the_lifetime_and_never_acts_beside_the_active
         wait_for(lambda: reconciles(second) > 0, timeout=TAKEOVER_BOUND, what="takeover")
         takeover = time.monotonic() - killed
         print(f"takeover after SIGKILL: {takeover:.1f}s (lifetime {STANDBY_LIFETIME}s)")
-        wait_for(ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready")
+        wait_for(
+            endpoint_ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready"
+        )
 
         events = recorder.stop()
         added = sorted(e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED")
@@ -105,7 +96,9 @@ def test_standby_takes_over_within_the_lifetime_and_never_acts_beside_the_active
         restarted = replica("first-restarted")
         before = reconciles(second)
         cluster.kubectl("scale", "dwe", "darwin-398b", "--replicas=1", "-n", namespace)
-        wait_for(ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="scaled to 1")
+        wait_for(
+            endpoint_ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="scaled to 1"
+        )
         time.sleep(2 * restarted.resync_seconds)
         assert reconciles(second) > before
         assert reconciles(restarted) == 0, "a restarted replica acted beside the active one"
@@ -132,7 +125,9 @@ def test_graceful_stop_hands_over_at_once(cluster, crd_installed, namespace, tmp
             processes.callback(process.kill)
             process.start()
         apply(cluster, namespace, endpoint_manifest("darwin-398b", replicas=1))
-        wait_for(ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="1 group Ready")
+        wait_for(
+            endpoint_ready(cluster, namespace, "darwin-398b", 1), timeout=90, what="1 group Ready"
+        )
         assert reconciles(second) == 0
 
         assert first.stop() == 0
@@ -145,4 +140,6 @@ def test_graceful_stop_hands_over_at_once(cluster, crd_installed, namespace, tmp
         assert handover < RENEWED_BEFORE_EXPIRY, (
             f"the standby waited {handover:.1f}s for a withdrawn keep-alive"
         )
-        wait_for(ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready")
+        wait_for(
+            endpoint_ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="2 groups Ready"
+        )

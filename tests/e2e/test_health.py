@@ -4,6 +4,7 @@ serving, recreations back off, and a group that never comes up turns the endpoin
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -13,18 +14,19 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from tests.e2e.operator_process import (
-    OperatorProcess,
+from tests.e2e.checks import (
     apply,
     condition,
-    endpoint_manifest,
     endpoint_pods,
+    endpoint_ready,
     endpoint_status,
     events,
     label,
     wait_for_idle_gpus,
 )
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -114,10 +116,10 @@ class Watcher:
         ]
 
 
-def manifest(name: str, *, health: dict[str, int] | None = None, **kw: Any) -> dict[str, Any]:
-    doc = endpoint_manifest(name, **kw)
-    doc["spec"]["health"] = health or {"maxGroupRestarts": 5, "restartWindowSeconds": 600}
-    return doc
+# endpoints of these tests: a budget the tests do not exhaust unless they say so
+manifest = functools.partial(
+    endpoint_manifest, health={"maxGroupRestarts": 5, "restartWindowSeconds": 600}
+)
 
 
 def group_uids(cluster, namespace: str, name: str, group: int) -> dict[str, str]:
@@ -130,15 +132,6 @@ def group_uids(cluster, namespace: str, name: str, group: int) -> dict[str, str]
 
 def all_uids(cluster, namespace: str, name: str) -> set[str]:
     return {p["metadata"]["uid"] for p in endpoint_pods(cluster, namespace, name)}
-
-
-def ready(cluster, namespace: str, name: str, replicas: int) -> Callable[[], dict | None]:
-    def check():
-        status = endpoint_status(cluster, namespace, name)
-        ok = status.get("phase") == "Ready" and status.get("readyReplicas") == replicas
-        return status if ok else None
-
-    return check
 
 
 def replaced_whole(cluster, namespace, name, group, old: dict[str, str], size: int):
@@ -183,7 +176,7 @@ def test_a_crashed_worker_recreates_its_whole_group_while_the_other_keeps_servin
 ):
     name = "crash"
     apply(cluster, namespace, manifest(name, replicas=2, tp=2, pp=2, pods_per_group=2))
-    wait_for(ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
+    wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
     old, other = group_uids(cluster, namespace, name, 0), group_uids(cluster, namespace, name, 1)
     watcher = Watcher(cluster, namespace)
     annotate(cluster, "pod", f"{name}-0-1", namespace, "crash")
@@ -193,7 +186,7 @@ def test_a_crashed_worker_recreates_its_whole_group_while_the_other_keeps_servin
         timeout=60,
         what="group 0 recreated whole and Ready",
     )
-    wait_for(ready(cluster, namespace, name, 2), timeout=30, what="endpoint Ready again")
+    wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=30, what="endpoint Ready again")
     watcher.stop()
     fault = watcher.first(
         "Pod", lambda _, p: p["metadata"]["name"] == f"{name}-0-1" and restarts_of(p) > 0
@@ -225,7 +218,7 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
 ):
     name = "faults"
     apply(cluster, namespace, manifest(name, replicas=1, tp=1, pp=2, pods_per_group=2))
-    wait_for(ready(cluster, namespace, name, 1), timeout=90, what="endpoint Ready")
+    wait_for(endpoint_ready(cluster, namespace, name, 1), timeout=90, what="endpoint Ready")
 
     old = group_uids(cluster, namespace, name, 0)
     watcher = Watcher(cluster, namespace)
@@ -272,7 +265,7 @@ def test_a_node_going_not_ready_recreates_its_group_on_another_node(cluster, nam
     name = "lostnode"
     wait_for_idle_gpus(cluster)
     apply(cluster, namespace, manifest(name, replicas=2))  # 6 GPUs a pod: one group a node
-    wait_for(ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
+    wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
     pod = next(p for p in endpoint_pods(cluster, namespace, name) if label(p, "group") == "0")
     node = pod["spec"]["nodeName"]
     old, other = group_uids(cluster, namespace, name, 0), group_uids(cluster, namespace, name, 1)
@@ -391,7 +384,7 @@ def test_killed_in_the_middle_of_a_recreation_it_leaves_no_half_group_and_no_dup
     core = k8s.CoreV1Api(cluster.api)
     try:
         apply(cluster, namespace, manifest(name, replicas=2, tp=1, pp=3, pods_per_group=3))
-        wait_for(ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
+        wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
         old = group_uids(cluster, namespace, name, 0)
         other = group_uids(cluster, namespace, name, 1)
         annotate(cluster, "pod", f"{name}-0-2", namespace, "crash")
@@ -415,7 +408,9 @@ def test_killed_in_the_middle_of_a_recreation_it_leaves_no_half_group_and_no_dup
             timeout=60,
             what="group 0 recreated whole after the restart",
         )
-        wait_for(ready(cluster, namespace, name, 2), timeout=30, what="endpoint Ready again")
+        wait_for(
+            endpoint_ready(cluster, namespace, name, 2), timeout=30, what="endpoint Ready again"
+        )
     finally:
         assert process.stop() == 0, process.log()
     pods = endpoint_pods(cluster, namespace, name)

@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests import promql
-from tests.e2e.operator_process import (
-    apply,
-    endpoint_manifest,
-    endpoint_pods,
-    endpoint_status,
-    is_ready,
-    label,
-)
+from tests.e2e.checks import apply, endpoint_pods, endpoint_ready, endpoint_status, is_ready, label
 from tests.e2e.prometheus import Prometheus
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -39,11 +33,6 @@ def prometheus(operator, tmp_path: Path):
     server.stop()
 
 
-def ready(cluster, namespace: str, replicas: int = 2) -> bool:
-    status = endpoint_status(cluster, namespace, NAME)
-    return status.get("phase") == "Ready" and status.get("readyReplicas") == replicas
-
-
 def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
     cluster, namespace, operator, prometheus
 ):
@@ -59,7 +48,7 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
     # 1. Ready: 2 groups of 2 pods x 1 GPU, gated, admitted, bound, Ready.
     manifest = endpoint_manifest(NAME, replicas=2, tp=1, pp=2, pods_per_group=2)
     apply(cluster, namespace, manifest)
-    wait_for(lambda: ready(cluster, namespace), timeout=90, what="the endpoint Ready")
+    wait_for(endpoint_ready(cluster, namespace, NAME, 2), timeout=90, what="the endpoint Ready")
     seen(f'max(darwin_endpoint_replicas{{{ep}, state="ready"}})', 2, "2 ready groups")
     seen(f'max(darwin_endpoint_phase{{{ep}, phase="Ready"}})', 1, "endpoint phase Ready")
     seen(f'max(darwin_gpus{{{ep}, state="ready"}})', 4, "4 GPUs in Ready groups")
@@ -90,7 +79,9 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
         1,
         "one recreation, reason MemberDeleted",
     )
-    wait_for(lambda: ready(cluster, namespace), timeout=90, what="the endpoint Ready again")
+    wait_for(
+        endpoint_ready(cluster, namespace, NAME, 2), timeout=90, what="the endpoint Ready again"
+    )
     seen(f'sum(darwin_group_phase{{{ep}, phase="Ready"}})', 2, "both groups Ready again")
 
     # 3. A crash: group 0's leader's container crashes once; the group leaves Ready
@@ -118,7 +109,9 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
         1,
         "one recreation, reason ContainerRestarted",
     )
-    wait_for(lambda: ready(cluster, namespace), timeout=90, what="the endpoint Ready again")
+    wait_for(
+        endpoint_ready(cluster, namespace, NAME, 2), timeout=90, what="the endpoint Ready again"
+    )
     seen(f"sum(darwin_group_recreations_total{{{ep}}})", 2, "two recreations in all")
 
     # 4. A rollout: a new image is a new revision; Prometheus sees it in progress, then done.
@@ -127,7 +120,7 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
     seen(f"max(darwin_rollout_in_progress{{{ep}}})", 1, "the rollout in progress")
     wait_for(
         lambda: (
-            ready(cluster, namespace)
+            endpoint_ready(cluster, namespace, NAME, 2)()
             and endpoint_status(cluster, namespace, NAME).get("updatedReplicas") == 2
         ),
         timeout=120,

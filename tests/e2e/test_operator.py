@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.operator_process import (
+from tests.e2e.checks import (
     PodRecorder,
     apply,
     condition,
-    endpoint_manifest,
     endpoint_pods,
+    endpoint_ready,
     endpoint_status,
     event_reasons,
     gpus_of,
@@ -19,20 +19,9 @@ from tests.e2e.operator_process import (
     label,
 )
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
-
-
-def ready_status(cluster, namespace, name, replicas):
-    def check():
-        status = endpoint_status(cluster, namespace, name)
-        return (
-            status
-            if status.get("phase") == "Ready" and status.get("readyReplicas") == replicas
-            else None
-        )
-
-    return check
 
 
 def slice_addresses(cluster, namespace, service):
@@ -51,7 +40,7 @@ def test_reference_endpoint_is_gated_then_admitted_and_becomes_ready(cluster, na
     recorder = PodRecorder(cluster, namespace)
     apply(cluster, namespace, endpoint_manifest("darwin-398b", replicas=2))
     status = wait_for(
-        ready_status(cluster, namespace, "darwin-398b", 2), timeout=90, what="endpoint Ready 2/2"
+        endpoint_ready(cluster, namespace, "darwin-398b", 2), timeout=90, what="endpoint Ready 2/2"
     )
     first_seen = recorder.first_versions()
 
@@ -123,7 +112,7 @@ def test_one_pod_per_stage_gets_ranks_leader_address_and_only_the_leader_serves(
         namespace,
         endpoint_manifest("stages", replicas=1, pods_per_group=3, ready_after="3s"),
     )
-    wait_for(ready_status(cluster, namespace, "stages", 1), timeout=90, what="Ready 1/1")
+    wait_for(endpoint_ready(cluster, namespace, "stages", 1), timeout=90, what="Ready 1/1")
     first_seen = recorder.first_versions()
     assert all(is_gated(p) for p in first_seen.values())
 
@@ -159,7 +148,7 @@ def test_scale_up_down_to_zero_and_back_then_delete_removes_everything(
 ):
     name = "scaled"
     apply(cluster, namespace, endpoint_manifest(name, replicas=2, tp=2, pp=1, drain_seconds=3))
-    wait_for(ready_status(cluster, namespace, name, 2), timeout=90, what="Ready 2/2")
+    wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="Ready 2/2")
 
     def scale(n: int) -> None:
         cluster.kubectl("scale", "dwe", name, "-n", namespace, f"--replicas={n}")
@@ -168,7 +157,7 @@ def test_scale_up_down_to_zero_and_back_then_delete_removes_everything(
         return sorted({int(label(p, "group")) for p in endpoint_pods(cluster, namespace, name)})
 
     scale(4)
-    wait_for(ready_status(cluster, namespace, name, 4), timeout=90, what="Ready 4/4")
+    wait_for(endpoint_ready(cluster, namespace, name, 4), timeout=90, what="Ready 4/4")
     assert groups() == [0, 1, 2, 3]
 
     scale(1)
@@ -185,17 +174,17 @@ def test_scale_up_down_to_zero_and_back_then_delete_removes_everything(
     assert set(drained) <= {"scaled-1-0", "scaled-2-0", "scaled-3-0"}
     status = endpoint_status(cluster, namespace, name)
     assert {g["phase"] for g in status["groups"] if g["index"] > 0} <= {"Draining", "Ready"}
-    wait_for(ready_status(cluster, namespace, name, 1), timeout=60, what="Ready 1/1")
+    wait_for(endpoint_ready(cluster, namespace, name, 1), timeout=60, what="Ready 1/1")
     assert groups() == [0]
     assert "GroupDraining" in event_reasons(cluster, namespace, name)
 
     scale(0)
     wait_for(lambda: groups() == [], timeout=60, what="no group left")
-    status = wait_for(ready_status(cluster, namespace, name, 0), timeout=30, what="Ready 0/0")
+    status = wait_for(endpoint_ready(cluster, namespace, name, 0), timeout=30, what="Ready 0/0")
     assert status["replicas"] == 0
 
     scale(2)
-    wait_for(ready_status(cluster, namespace, name, 2), timeout=90, what="Ready 2/2 again")
+    wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="Ready 2/2 again")
     assert groups() == [0, 1]
 
     cluster.kubectl("delete", "dwe", name, "-n", namespace, "--wait=true")

@@ -6,12 +6,11 @@ import json
 
 import pytest
 
-from tests.e2e.operator_process import (
+from tests.e2e.checks import (
     PodRecorder,
     apply,
     bound_gpus,
     condition,
-    endpoint_manifest,
     endpoint_pods,
     endpoint_status,
     event_reasons,
@@ -21,6 +20,7 @@ from tests.e2e.operator_process import (
     wait_for_idle_gpus,
 )
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 

@@ -8,11 +8,9 @@ import time
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.operator_process import (
-    OperatorProcess,
+from tests.e2e.checks import (
     apply,
     condition,
-    endpoint_manifest,
     endpoint_pods,
     endpoint_status,
     events,
@@ -20,7 +18,9 @@ from tests.e2e.operator_process import (
     label,
     wait_for_idle_gpus,
 )
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 

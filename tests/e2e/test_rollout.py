@@ -3,36 +3,47 @@ endpoint event: a watcher started before the test acts, and invariants over the 
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
-import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from localcluster import NodeShape, node_manifest
 
-from tests.e2e.operator_process import (
-    OperatorProcess,
+from tests.e2e.checks import (
+    PREFIX,
+    Limits,
+    Replicas,
+    Watcher,
     apply,
+    check_pods,
+    check_slices,
     condition,
-    endpoint_manifest,
     endpoint_pods,
     endpoint_status,
     event_reasons,
+    is_ready,
     label,
-    operator_binary,
+    lowest_ready_endpoints,
+    patch,
+    progressing_messages,
+    reconciles,
+    revisions_by_group,
+    rolled_out,
+    set_image,
+    uids,
     wait_for_idle_gpus,
+    wait_serving,
 )
+from tests.e2e.operator_process import OperatorProcess, operator_binary
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 
-PREFIX = "serving.darwin.ai/"
+# Groups of one pod with 2 GPUs (TP2), Ready 1s after start, 2s drain.
+SMALL_GROUPS = {"tp": 2, "pp": 1, "ready_after": "1s"}
 
 
 @pytest.fixture
@@ -54,356 +65,20 @@ def extra_node(cluster):
     core.delete_node(name)
 
 
-# ---- the record ----
-
-
-class Watcher:
-    """Lists, then watches from that list's resourceVersion (so nothing is missed), the
-    endpoint's pods, its client Service's EndpointSlices and the endpoint; every event is kept
-    with the time it arrived."""
-
-    def __init__(self, cluster, namespace: str, name: str) -> None:
-        self.api = cluster.api
-        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._responses: list[Any] = []
-        self._stopping = False
-        paths = {
-            "pod": (f"/api/v1/namespaces/{namespace}/pods", f"{PREFIX}endpoint={name}"),
-            "slice": (
-                f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                f"kubernetes.io/service-name={name}",
-            ),
-            "endpoint": (
-                f"/apis/serving.darwin.ai/v1alpha1/namespaces/{namespace}/darwinendpoints",
-                None,
-            ),
-        }
-        self._threads = []
-        for kind, (path, selector) in paths.items():
-            version = self._list(kind, path, selector)
-            thread = threading.Thread(
-                target=self._watch, args=(kind, path, selector, version), daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def _request(self, path: str, query: list[tuple[str, str]], stream: bool):
-        method, url, headers, _, _ = self.api.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        return self.api.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=not stream, timeout=None
-        )
-
-    def _list(self, kind: str, path: str, selector: str | None) -> str:
-        query = [("labelSelector", selector)] if selector else []
-        listing = json.loads(self._request(path, query, stream=False).data)
-        now = time.monotonic()
-        with self._lock:
-            for item in listing.get("items") or []:
-                self.events.append((now, kind, "ADDED", item))
-        return listing["metadata"]["resourceVersion"]
-
-    def _watch(self, kind: str, path: str, selector: str | None, version: str) -> None:
-        query = [("watch", "true"), ("resourceVersion", version), ("timeoutSeconds", "3600")]
-        if selector:
-            query.append(("labelSelector", selector))
-        response = self._request(path, query, stream=True)
-        self._responses.append(response)
-        buffer = b""
-        try:
-            for chunk in response.stream(65536):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    event = json.loads(line)
-                    with self._lock:
-                        self.events.append((time.monotonic(), kind, event["type"], event["object"]))
-        except Exception:
-            if not self._stopping:
-                raise
-
-    def of(self, kind: str) -> list[tuple[float, str, dict[str, Any]]]:
-        with self._lock:
-            return [(t, typ, obj) for t, k, typ, obj in self.events if k == kind]
-
-    def stop(self) -> Watcher:
-        self._stopping = True
-        for response in self._responses:
-            response.shutdown()
-        return self
-
-
-@dataclass
-class Replicas:
-    """spec.replicas over time, as the test set it (the operator can act on a value only after
-    the test wrote it)."""
-
-    changes: list[tuple[float, int]] = field(default_factory=list)
-
-    def set(self, value: int) -> None:
-        self.changes.append((time.monotonic(), value))
-
-    def around(self, t: float, slack: float = 5.0) -> tuple[int, int]:
-        """Lowest and highest value in effect within [t - slack, t]: a reconcile that began
-        before a change may still act on the value before it."""
-        values = [v for when, v in self.changes if t - slack <= when <= t]
-        before = [v for when, v in self.changes if when < t - slack]
-        if before:
-            values.append(before[-1])
-        if not values:
-            values = [self.changes[0][1]]
-        return min(values), max(values)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
-
-
-def _deleting(pod: dict[str, Any]) -> bool:
-    return bool(pod["metadata"].get("deletionTimestamp"))
-
-
-def available_groups(pods: dict[str, dict[str, Any]], pods_per_group: int) -> set[int]:
-    """Groups whose pods are all there, Ready and not being deleted, with the leader serving."""
-    by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for pod in pods.values():
-        by_group[int(label(pod, "group"))].append(pod)
-    return {
-        index
-        for index, members in by_group.items()
-        if len(members) == pods_per_group
-        and all(_ready(p) and not _deleting(p) for p in members)
-        and any(label(p, "rank") == "0" and label(p, "serving") == "true" for p in members)
-    }
-
-
-@dataclass
-class Limits:
-    max_unavailable: int
-    max_surge: int
-    pods_per_group: int = 1
-
-
-def check_pods(watcher: Watcher, replicas: Replicas, limits: Limits) -> dict[str, Any]:
-    """Replays every pod event: the operator never takes a group down below replicas -
-    maxUnavailable available groups, never has more than replicas + maxSurge groups, and a
-    group's live pods never mix revisions. Returns what the replay saw."""
-    pods: dict[str, dict[str, Any]] = {}
-    before: set[int] | None = None
-    lowest = None
-    deletions: list[int] = []  # group indices, in the order their deletion began
-    indices_seen: set[int] = set()
-    started = False
-    for t, typ, pod in watcher.of("pod"):
-        name = pod["metadata"]["name"]
-        if typ == "DELETED":
-            pods.pop(name, None)
-        else:
-            previous = pods.get(name)
-            if _deleting(pod) and (previous is None or not _deleting(previous)):
-                deletions.append(int(label(pod, "group")))
-            pods[name] = pod
-        low, high = replicas.around(t)
-        groups = {int(label(p, "group")) for p in pods.values()}
-        indices_seen |= groups
-        assert len(groups) <= high + limits.max_surge, (
-            f"{len(groups)} groups {sorted(groups)} > replicas {high} + maxSurge"
-        )
-        for index in groups:
-            live = {
-                label(p, "revision")
-                for p in pods.values()
-                if not _deleting(p) and int(label(p, "group")) == index
-            }
-            assert len(live) <= 1, f"group {index} mixes revisions {live}"
-        now = available_groups(pods, limits.pods_per_group)
-        started = started or len(now) >= replicas.changes[0][1]
-        if started and before is not None and len(now) < len(before):
-            assert len(now) >= low - limits.max_unavailable, (
-                f"groups {sorted(before - now)} taken down leaving {sorted(now)} available "
-                f"(replicas {low}, maxUnavailable {limits.max_unavailable})"
-            )
-        if started:
-            lowest = len(now) if lowest is None else min(lowest, len(now))
-        before = now
-    return {"lowest": lowest, "deletions": _dedupe(deletions), "indices": indices_seen}
-
-
-def _dedupe(values: list[int]) -> list[int]:
-    seen: list[int] = []
-    for v in values:
-        if not seen or seen[-1] != v:
-            seen.append(v)
-    return seen
-
-
-def check_slices(watcher: Watcher, drain_seconds: float) -> dict[str, Any]:
-    """From the client Service's EndpointSlices: the fewest ready endpoints once all were up,
-    and that every leader that was a ready endpoint left the slices at least drainSeconds
-    before its pod got a deletionTimestamp. Pods are told apart by uid: a group replaced in
-    place comes back under the same name."""
-    slices: dict[str, dict[str, bool]] = {}
-    left_at: dict[str, float] = {}  # pod uid -> when it last stopped being a ready endpoint
-    was_ready: set[str] = set()
-    counts: list[int] = []
-    for t, typ, obj in watcher.of("slice"):
-        name = obj["metadata"]["name"]
-        if typ == "DELETED":
-            slices.pop(name, None)
-        else:
-            slices[name] = {
-                e["targetRef"]["uid"]: bool((e.get("conditions") or {}).get("ready"))
-                for e in obj.get("endpoints") or []
-                if e.get("targetRef")
-            }
-        ready_now = {pod for entries in slices.values() for pod, ok in entries.items() if ok}
-        for pod in was_ready - ready_now:
-            left_at.setdefault(pod, t)
-        for pod in ready_now:
-            left_at.pop(pod, None)
-        was_ready |= ready_now
-        counts.append(len(ready_now))
-    deleted_at: dict[str, tuple[float, str]] = {}
-    for t, _, pod in watcher.of("pod"):
-        if _deleting(pod):
-            deleted_at.setdefault(pod["metadata"]["uid"], (t, pod["metadata"]["name"]))
-    gaps = {}
-    for uid, (t_deleted, name) in deleted_at.items():
-        if uid not in was_ready:
-            continue  # never served traffic: nothing to drain
-        assert uid in left_at and left_at[uid] <= t_deleted, f"{name} deleted while serving"
-        gaps[uid] = t_deleted - left_at[uid]
-        assert gaps[uid] >= drain_seconds, (
-            f"{name} left the Service only {gaps[uid]:.2f}s before deletion "
-            f"(drain {drain_seconds}s)"
-        )
-    return {"counts": counts, "drain_gaps": gaps}
-
-
-def lowest_ready_endpoints(counts: list[int], replicas: int) -> int:
-    """The fewest ready endpoints after the first time all replicas were."""
-    if replicas not in counts and not any(c >= replicas for c in counts):
-        return 0
-    first = next(i for i, c in enumerate(counts) if c >= replicas)
-    return min(counts[first:])
-
-
-def progressing_messages(watcher: Watcher) -> list[str]:
-    seen: list[str] = []
-    for _, _, obj in watcher.of("endpoint"):
-        message = condition(obj.get("status") or {}, "Progressing").get("message", "")
-        if message and (not seen or seen[-1] != message):
-            seen.append(message)
-    return seen
-
-
-# ---- helpers ----
-
-
-def rollout_manifest(name: str, replicas: int, **rollout: Any) -> dict[str, Any]:
-    """Groups of one pod with 2 GPUs (TP2), Ready 1s after start, 2s drain."""
-    manifest = endpoint_manifest(name, replicas=replicas, tp=2, pp=1, ready_after="1s")
-    manifest["spec"]["rollout"].update(rollout)
-    return manifest
-
-
-def patch(cluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    cluster.kubectl(
-        "patch", "dwe", name, "-n", namespace, "--type", "merge", "-p", json.dumps({"spec": spec})
-    )
-
-
-def set_image(cluster, namespace: str, name: str, tag: str) -> None:
-    patch(cluster, namespace, name, {"engine": {"image": f"vllm/vllm-openai:{tag}"}})
-
-
-def rolled_out(cluster, namespace: str, name: str, replicas: int, previous: str | None = None):
-    """Every group Ready on the update revision (a new one, if `previous` is given)."""
-
-    def check():
-        status = endpoint_status(cluster, namespace, name)
-        revision = status.get("updateRevision")
-        groups = status.get("groups") or []
-        done = (
-            status.get("phase") == "Ready"
-            and revision != previous
-            and status.get("currentRevision") == revision
-            and [g["index"] for g in groups] == list(range(replicas))
-            and all(g["revision"] == revision and g["phase"] == "Ready" for g in groups)
-        )
-        return status if done else None
-
-    return check
-
-
-def ready(cluster, namespace, name, replicas):
-    """Every group Ready and every leader serving (the record of a rollout starts from there)."""
-    status = wait_for(
-        rolled_out(cluster, namespace, name, replicas), timeout=120, what=f"{name} Ready"
-    )
-    serving_in_slices(cluster, namespace, name, replicas)
-    return status
-
-
-def serving_in_slices(cluster, namespace, name, count):
-    """Wait until the client Service's EndpointSlices list `count` ready leaders: the operator's
-    status reads pod readiness directly, the EndpointSlice controller catches up a moment later,
-    and a drain check needs every leader to have been serving before the rollout starts."""
-
-    def ready_endpoints():
-        slices = cluster.json(
-            "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={name}"
-        )["items"]
-        return sum(
-            1
-            for s in slices
-            for e in s.get("endpoints") or []
-            if (e.get("conditions") or {}).get("ready")
-        )
-
-    wait_for(lambda: ready_endpoints() == count, timeout=30, what=f"{count} leaders in the slices")
-
-
-def revisions_by_group(cluster, namespace, name) -> dict[int, str]:
-    return {
-        int(label(p, "group")): label(p, "revision")
-        for p in endpoint_pods(cluster, namespace, name)
-    }
-
-
-def uids(cluster, namespace, name) -> dict[str, str]:
-    return {
-        p["metadata"]["name"]: p["metadata"]["uid"] for p in endpoint_pods(cluster, namespace, name)
-    }
-
-
-def reconciles(operator: OperatorProcess) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith('darwin_reconcile_total{result="success"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
-# ---- the scenarios ----
-
-
 def test_image_change_replaces_groups_one_at_a_time_highest_first_with_drain(
     cluster, namespace, operator
 ):
     name = "roll"
     replicas = Replicas()
     replicas.set(4)
-    apply(cluster, namespace, rollout_manifest(name, 4, maxUnavailable=1, maxSurge=0))
-    first = ready(cluster, namespace, name, 4)
+    apply(
+        cluster,
+        namespace,
+        endpoint_manifest(
+            name, replicas=4, rollout={"maxUnavailable": 1, "maxSurge": 0}, **SMALL_GROUPS
+        ),
+    )
+    first = wait_serving(cluster, namespace, name, 4)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
     status = wait_for(
@@ -457,7 +132,7 @@ def test_surge_with_a_free_node_keeps_every_group_available(
     manifest = endpoint_manifest(name, replicas=4, ready_after="1s", drain_seconds=1)
     manifest["spec"]["rollout"].update(maxUnavailable=0, maxSurge=1)
     apply(cluster, namespace, manifest)
-    first = ready(cluster, namespace, name, 4)
+    first = wait_serving(cluster, namespace, name, 4)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
     wait_for(
@@ -484,7 +159,7 @@ def test_without_room_for_a_surge_group_it_says_so_and_replaces_in_place(
     manifest = endpoint_manifest(name, replicas=4, ready_after="1s", drain_seconds=1)
     manifest["spec"]["rollout"].update(maxUnavailable=1, maxSurge=1)  # 4 of 4 nodes taken
     apply(cluster, namespace, manifest)
-    first = ready(cluster, namespace, name, 4)
+    first = wait_serving(cluster, namespace, name, 4)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
     wait_for(
@@ -501,8 +176,12 @@ def test_without_room_for_a_surge_group_it_says_so_and_replaces_in_place(
 
 def test_partition_moves_only_the_groups_at_or_above_it(cluster, namespace, operator):
     name = "canary"
-    apply(cluster, namespace, rollout_manifest(name, 4, partition=2))
-    first = ready(cluster, namespace, name, 4)
+    apply(
+        cluster,
+        namespace,
+        endpoint_manifest(name, replicas=4, rollout={"partition": 2}, **SMALL_GROUPS),
+    )
+    first = wait_serving(cluster, namespace, name, 4)
     before = uids(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
 
@@ -549,7 +228,7 @@ def test_partition_moves_only_the_groups_at_or_above_it(cluster, namespace, oper
             and pod["metadata"]["uid"] != before[f"{name}-0-0"]
             and label(pod, "revision") == first["updateRevision"]
             and pod["spec"]["containers"][0]["image"] == old_image
-            and _ready(pod)
+            and is_ready(pod)
         )
 
     wait_for(back_on_its_revision, timeout=90, what="group 0 recreated on its old revision")
@@ -560,8 +239,12 @@ def test_partition_moves_only_the_groups_at_or_above_it(cluster, namespace, oper
 
 def test_paused_nothing_moves_until_unpaused(cluster, namespace, operator):
     name = "frozen"
-    apply(cluster, namespace, rollout_manifest(name, 3, paused=True))
-    first = ready(cluster, namespace, name, 3)
+    apply(
+        cluster,
+        namespace,
+        endpoint_manifest(name, replicas=3, rollout={"paused": True}, **SMALL_GROUPS),
+    )
+    first = wait_serving(cluster, namespace, name, 3)
     before = uids(cluster, namespace, name)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
@@ -595,8 +278,8 @@ def test_paused_nothing_moves_until_unpaused(cluster, namespace, operator):
 
 def test_restarted_at_annotation_and_restart_command_roll_every_group(cluster, namespace, operator):
     name = "restarts"
-    apply(cluster, namespace, rollout_manifest(name, 2))
-    first = ready(cluster, namespace, name, 2)
+    apply(cluster, namespace, endpoint_manifest(name, replicas=2, **SMALL_GROUPS))
+    first = wait_serving(cluster, namespace, name, 2)
     before = uids(cluster, namespace, name)
     cluster.kubectl(
         "annotate", "dwe", name, "-n", namespace, f"{PREFIX}restartedAt=2025-06-15T00:00:00Z"
@@ -627,8 +310,14 @@ def test_scale_up_during_a_rollout(cluster, namespace, operator):
     name = "grows"
     replicas = Replicas()
     replicas.set(4)
-    apply(cluster, namespace, rollout_manifest(name, 4, maxUnavailable=1, maxSurge=0))
-    first = ready(cluster, namespace, name, 4)
+    apply(
+        cluster,
+        namespace,
+        endpoint_manifest(
+            name, replicas=4, rollout={"maxUnavailable": 1, "maxSurge": 0}, **SMALL_GROUPS
+        ),
+    )
+    first = wait_serving(cluster, namespace, name, 4)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
     wait_for(
@@ -657,8 +346,14 @@ def test_a_second_change_mid_rollout_retargets_it(cluster, namespace, operator):
     name = "retarget"
     replicas = Replicas()
     replicas.set(4)
-    apply(cluster, namespace, rollout_manifest(name, 4, maxUnavailable=1, maxSurge=0))
-    first = ready(cluster, namespace, name, 4)
+    apply(
+        cluster,
+        namespace,
+        endpoint_manifest(
+            name, replicas=4, rollout={"maxUnavailable": 1, "maxSurge": 0}, **SMALL_GROUPS
+        ),
+    )
+    first = wait_serving(cluster, namespace, name, 4)
     watcher = Watcher(cluster, namespace, name)
     set_image(cluster, namespace, name, "v0.34.0")
     middle = wait_for(
@@ -704,7 +399,7 @@ def test_killed_at_random_moments_every_rollout_completes_within_the_limits(
     kills = 0
     try:
         apply(cluster, namespace, manifest)
-        status = ready(cluster, namespace, name, 4)
+        status = wait_serving(cluster, namespace, name, 4)
         watcher = Watcher(cluster, namespace, name)
         for tag in ("v1", "v2", "v3", "v4"):
             previous = status["updateRevision"]

@@ -8,26 +8,15 @@ from typing import Any
 from darwin_operator import health, planner, render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.observed import Observed, ObservedPod, groups_from_pods, pod_from_api
+from tests import specs
 
 REF = render.EndpointRef(name="darwin-398b", namespace="llm", uid="uid-1")
 T0 = 1_750_000_000.0  # a fixed "now"
 
 
 def make_spec(**overrides: Any) -> DarwinEndpointSpec:
-    """The reference endpoint (TP2 x PP3 on B200), with top-level sections overridden."""
-    data: dict[str, Any] = {
-        "replicas": 2,
-        "model": {"name": "FINAL-Bench/Darwin-398B-JGOS"},
-        "engine": {"tensorParallelSize": 2, "pipelineParallelSize": 3},
-        "placement": {"podsPerGroup": 1, "gpuProduct": "NVIDIA-B200"},
-        "rollout": {"drainSeconds": 30},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return DarwinEndpointSpec.model_validate(data)
+    """The reference endpoint (TP2 x PP3 on B200) with a 30s drain, sections merged in."""
+    return specs.spec(**specs.merged({"rollout": {"drainSeconds": 30}}, overrides))
 
 
 def revision(spec: DarwinEndpointSpec) -> str:

@@ -9,7 +9,7 @@ import yaml
 
 from darwin_operator import cli
 from darwin_operator.crd import crd_yaml
-from tests.unit.specs import endpoint_doc
+from tests.specs import endpoint_doc
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "manifests" / "darwin-endpoint.yaml"

@@ -6,7 +6,7 @@ import pytest
 
 from darwin_operator import api, engine
 from darwin_operator.api import OWNED_VLLM_FLAGS
-from tests.unit.specs import spec
+from tests.specs import spec
 
 LEADER = "darwin-398b-0-0.darwin-398b-pods.llm.svc"
 

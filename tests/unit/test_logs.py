@@ -13,8 +13,8 @@ import pytest
 from darwin_operator import logs, runner
 from darwin_operator.cluster import ApiError
 from darwin_operator.reconciler import Controller, Reconciler
+from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
-from tests.unit.specs import spec_doc
 
 SECRET = "hf_TOKENVALUE-never-in-logs-0123456789"
 SPEC = spec_doc(

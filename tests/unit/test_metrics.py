@@ -12,8 +12,8 @@ from darwin_operator import metrics
 from darwin_operator.cluster import api_verb
 from darwin_operator.observed import ObservedGroup, ObservedPod
 from darwin_operator.reconciler import Reconciler
+from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
-from tests.unit.specs import spec_doc
 
 ALLOWED_LABELS = {"namespace", "endpoint", "group", "phase", "state", "reason", "result"}
 ALLOWED_LABELS |= {"verb", "code"}

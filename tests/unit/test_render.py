@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from darwin_operator import engine, render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
 from darwin_operator.render import leader_address, render_group, render_pdb, render_services
-from tests.unit.specs import REF, spec, spec_doc
+from tests.specs import REF, spec, spec_doc
 
 REVISION = "0123456789"
 

@@ -11,9 +11,9 @@ from darwin_operator.observed import StoredRevision
 from darwin_operator.planner import CreateGroup, GroupMemory, PruneRevision, StoreRevision
 from darwin_operator.reconciler import Reconciler
 from darwin_operator.vocabulary import LABEL_REVISION, GroupPhase
+from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
 from tests.unit.planner_fixtures import REF, group_pods, make_plan, make_spec, observe, revision
-from tests.unit.specs import spec_doc
 
 OLD = make_spec(replicas=2, engine={"image": "vllm/vllm-openai:v0.32.0"})
 NEW = make_spec(replicas=2, engine={"image": "vllm/vllm-openai:v0.33.0"}, rollout={"partition": 1})

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from darwin_operator import vocabulary
 from darwin_operator.topology import shape_of
 from darwin_operator.vocabulary import MAX_ENDPOINT_NAME_LENGTH
-from tests.unit.specs import spec
+from tests.specs import spec
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from darwin_operator import api
 from darwin_operator.api import _owned_flag
 from darwin_operator.validation import InvalidEndpoint, validate
-from tests.unit.specs import endpoint_doc
+from tests.specs import endpoint_doc
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted(

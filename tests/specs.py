@@ -1,4 +1,6 @@
-"""Small builders of DarwinEndpoint documents and specs for the unit tests."""
+"""The one builder of DarwinEndpoint documents and specs for every test tier: the reference
+endpoint with changes merged in (unit tests, benchmarks), and the same shape for the simulated
+cluster's nodes (e2e: small groups, pods that get Ready after a delay the kwok stages read)."""
 
 from __future__ import annotations
 
@@ -51,3 +53,32 @@ def endpoint_doc(name: str = "darwin-398b", **changes: Any) -> dict:
 
 def spec(**changes: Any) -> DarwinEndpointSpec:
     return DarwinEndpointSpec.model_validate(spec_doc(**changes))
+
+
+def endpoint_manifest(
+    name: str,
+    *,
+    replicas: int = 2,
+    tp: int = 2,
+    pp: int = 3,
+    pods_per_group: int = 1,
+    ready_after: str = "2s",
+    drain_seconds: int = 2,
+    **changes: Any,
+) -> dict:
+    """An endpoint for the simulated cluster (kwok nodes: B200s, 8 GPUs each); `changes` are
+    merged into the spec like spec_doc's."""
+    shape = {
+        "replicas": replicas,
+        "model": {"name": "FINAL-Bench/Darwin-398B-JGOS"},
+        "engine": {"tensorParallelSize": tp, "pipelineParallelSize": pp},
+        "placement": {"podsPerGroup": pods_per_group, "gpuProduct": "NVIDIA-B200"},
+        "rollout": {"drainSeconds": drain_seconds},
+        "podMetadata": {"annotations": {"darwin.test/ready-after": ready_after}},
+    }
+    return {
+        "apiVersion": "serving.darwin.ai/v1alpha1",
+        "kind": "DarwinEndpoint",
+        "metadata": {"name": name},
+        "spec": merged(shape, changes),
+    }
