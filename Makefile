@@ -7,7 +7,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 export CLUSTER_DIR
 
 .PHONY: help venv build-cluster cluster-up cluster-down vllm-venv prometheus-tools test test-unit \
-	test-tools test-e2e lint generate install-manifest demo demo-down
+	test-tools test-e2e bench lint generate install-manifest demo demo-down
 
 help:
 	@echo "make demo        run the reference endpoint on the local simulated cluster"
@@ -68,6 +68,10 @@ test-tools: venv prometheus-tools
 
 test-e2e: build-cluster prometheus-tools
 	$(PY) -m pytest tests/e2e
+
+# Every benchmark on the local cluster; what they print goes to bench/results/<date>-<host>.md.
+bench: build-cluster
+	$(PY) bench/run.py
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench
