@@ -143,11 +143,22 @@ class PodRecorder:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        # Read as it comes: a full pipe would stall kubectl, and the events it holds back
+        # then would be missing from the record.
+        self._out = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         time.sleep(0.5)  # let the watch open before the test acts
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        self._out = self._process.stdout.read()
 
     def stop(self) -> list[dict[str, Any]]:
         self._process.terminate()
-        out, _ = self._process.communicate(timeout=10)
+        self._process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        out = self._out
         decoder = json.JSONDecoder()
         events: list[dict[str, Any]] = []
         text = out.strip()
