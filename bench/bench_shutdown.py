@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
     sys.path.insert(0, str(path))
 
-from tests.e2e.operator_process import OperatorProcess, endpoint_manifest  # noqa: E402
+from tests.e2e.operator_process import OperatorProcess  # noqa: E402
 from tests.e2e.slow_api import SlowApi  # noqa: E402
+from tests.specs import endpoint_manifest  # noqa: E402
 
 from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Run every benchmark and write what they print to bench/results/<date>-<host>.md, with the date,
+"""Run every benchmark (bench_*.py) and write what they print to bench/results/<date>-<host>.md, with the date,
 the machine and the commit, so that the figures README quotes come from a file anyone can
 regenerate (`make bench`).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BENCHMARKS = ("bench_operator.py", "bench_rollout.py", "bench_metrics.py")
+BENCHMARKS = ("bench_operator.py", "bench_rollout.py", "bench_metrics.py", "bench_shutdown.py")
 
 
 def machine() -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.operator_process import apply, endpoint_manifest, endpoint_status, label
+from tests.e2e.checks import apply, endpoint_status, label
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.operator_process import apply, endpoint_manifest, endpoint_pods, endpoint_status
+from tests.e2e.checks import apply, endpoint_pods, endpoint_status
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 

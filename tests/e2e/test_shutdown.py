@@ -13,19 +13,12 @@ from contextlib import ExitStack
 import pytest
 
 from tests.e2e.chart_install import STANDBY_LIFETIME, extra_namespace, installed
-from tests.e2e.operator_process import (
-    GPU,
-    OperatorProcess,
-    apply,
-    endpoint_manifest,
-    gpus_of,
-    is_ready,
-    label,
-    pods,
-)
+from tests.e2e.checks import GPU, apply, gpus_of, is_ready, label, pods
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.slow_api import SlowApi
 from tests.e2e.test_ha import reconciles
 from tests.e2e.waiting import wait_for
+from tests.specs import endpoint_manifest
 
 pytestmark = pytest.mark.e2e
 
