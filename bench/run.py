@@ -1,6 +1,6 @@
-"""Run every benchmark (bench_*.py) and write what they print to bench/results/<date>-<host>.md, with the date,
-the machine and the commit, so that the figures README quotes come from a file anyone can
-regenerate (`make bench`).
+"""Run every benchmark and write what they print to bench/results/<date>-<host>.md, with the
+date, the machine and the commit, so that the figures README quotes come from a file anyone
+can regenerate (`make bench`).
 
     .venv/bin/python bench/run.py                        # all of them
     .venv/bin/python bench/run.py bench_metrics.py       # some
