@@ -60,12 +60,14 @@ class Admitter:
         nodes = [node_from_api(o) for o in raw_nodes]
         pods = [pod_from_api(o) for o in raw_pods]
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
+        room = capacity.free_room(nodes, pods)  # CPU, memory, ...: shrinks inside admit_in_order
         decided: list[tuple[_Request, list[Fit]]] = []
         for request in batch:
             left = free.setdefault(
                 request.resource, capacity.free_gpus(nodes, pods, request.resource)
             )
-            fits = capacity.admit_in_order([a.demand for a in request.admissions], nodes, left)
+            demands = [a.demand for a in request.admissions]
+            fits = capacity.admit_in_order(demands, nodes, left, room)
             for admission, fit in zip(request.admissions, fits, strict=True):
                 for node in fit.nodes:
                     left[node] -= admission.demand.gpus_per_pod

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from darwin_operator.observed import NodeInfo, ObservedPod, Placement
+from darwin_operator.observed import ROOM_RESOURCES, NodeInfo, ObservedPod, Placement
+
+Room = Mapping[str, Mapping[str, int]]  # per node: what is left of each ROOM_RESOURCES
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class GroupDemand:
     placement: Placement = Placement()
     topology_key: str = ""  # if set, all pods in one domain of this node label
     product: str = ""  # GPU product label value, for messages only
+    room: tuple[tuple[str, int], ...] = ()  # each pod's CPU (millicores), memory, ..., pods: 1
 
 
 @dataclass(frozen=True)
@@ -84,18 +87,80 @@ def free_gpus(
     return free
 
 
-def _place(count: int, size: int, pool: Mapping[str, int]) -> tuple[str, ...] | None:
-    """Best-fit placement of `count` pods of `size` GPUs, or None if they do not all fit."""
+def free_room(nodes: Iterable[NodeInfo], pods: Iterable[ObservedPod]) -> dict[str, dict[str, int]]:
+    """What is left of each node's CPU, memory, ephemeral storage and pod count: allocatable
+    minus what bound pods request and what released pods held to the node will. A resource a
+    node does not report is not counted (the scheduler has the last word on it)."""
+    room = {
+        n.name: {r: n.allocatable_of(r) for r in ROOM_RESOURCES if n.allocatable_of(r)}
+        for n in nodes
+    }
+    for pod in pods:
+        if pod.terminal:
+            continue
+        node = pod.node_name
+        if not node and not (pod.deleting or pod.gated or pod.foreign_gates):
+            node = pod.placement.node_names[0] if len(pod.placement.node_names) == 1 else ""
+        for resource, amount in pod.room if node in room else ():
+            if resource in room[node]:
+                room[node][resource] -= amount
+    return room
+
+
+def _has_room(left: Mapping[str, int] | None, need: Iterable[tuple[str, int]]) -> bool:
+    return left is None or all(left[r] >= n for r, n in need if r in left)
+
+
+def _place(
+    count: int, size: int, pool: Mapping[str, int], room: Room | None = None, need=()
+) -> tuple[str, ...] | None:
+    """Best-fit placement of `count` pods of `size` GPUs (and `need` of room each), or None if
+    they do not all fit. Best fit: the fullest node that takes the pod, so whole nodes stay free."""
     left = dict(pool)
+    room_left = {name: dict(room[name]) for name in pool if name in room} if room else {}
     chosen: list[str] = []
     for _ in range(count):
-        candidates = [name for name, free in left.items() if free >= size]
+        candidates = [
+            name
+            for name, free in left.items()
+            if free >= size and _has_room(room_left.get(name), need)
+        ]
         if not candidates:
             return None
         best = min(candidates, key=lambda name: (left[name], name))
         left[best] -= size
+        for resource, amount in need:
+            if resource in room_left.get(best, {}):
+                room_left[best][resource] -= amount
         chosen.append(best)
     return tuple(chosen)
+
+
+def _amount(resource: str, amount: int) -> str:
+    if resource == "cpu":
+        return f"{amount // 1000}" if amount % 1000 == 0 else f"{amount}m"
+    if resource in ("memory", "ephemeral-storage"):
+        return f"{amount / 2**30:.1f}Gi".replace(".0Gi", "Gi")
+    return str(amount)
+
+
+def _short_of(demand: GroupDemand, eligible: Mapping[str, int], room: Room) -> str:
+    """Why pods that find free GPUs find no node: the resources even the roomiest such node
+    lacks, with what each pod asks and the most that is free."""
+    with_gpus = [
+        room[n] for n, free in eligible.items() if free >= demand.gpus_per_pod and n in room
+    ]
+    parts = []
+    for resource, amount in demand.room:
+        most = max((r[resource] for r in with_gpus if resource in r), default=None)
+        if most is not None and most < amount:
+            parts.append(
+                f"{resource} (each pod requests {_amount(resource, amount)}, "
+                f"at most {_amount(resource, max(0, most))} free)"
+            )
+    if not parts:
+        return "no node with free GPUs has room for the rest of a pod's requests"
+    return "the nodes with free GPUs are short of " + ", ".join(parts)
 
 
 def _target(demand: GroupDemand) -> str:
@@ -109,7 +174,12 @@ def _target(demand: GroupDemand) -> str:
     return f"needs {demand.pods} {pods} x {demand.gpus_per_pod} {demand.resource} on {where}"
 
 
-def fit(demand: GroupDemand, nodes: Sequence[NodeInfo], free: Mapping[str, int]) -> Fit:
+def fit(
+    demand: GroupDemand,
+    nodes: Sequence[NodeInfo],
+    free: Mapping[str, int],
+    room: Room | None = None,
+) -> Fit:
     need = _target(demand)
     eligible: dict[str, int] = {}
     domain_of: dict[str, str] = {}
@@ -130,9 +200,20 @@ def fit(demand: GroupDemand, nodes: Sequence[NodeInfo], free: Mapping[str, int])
 
     for domain in sorted(set(domain_of.values())):
         pool = {name: f for name, f in eligible.items() if domain_of[name] == domain}
-        placed = _place(demand.pods, demand.gpus_per_pod, pool)
+        placed = _place(demand.pods, demand.gpus_per_pod, pool, room, demand.room)
         if placed is not None:
             return Fit(True, placed, f"{need}; fits on {', '.join(sorted(set(placed)))}")
+    gpus_alone = any(
+        _place(
+            demand.pods,
+            demand.gpus_per_pod,
+            {name: f for name, f in eligible.items() if domain_of[name] == domain},
+        )
+        for domain in set(domain_of.values())
+    )
+    if room is not None and gpus_alone:
+        message = f"{need}; {_short_of(demand, eligible, room)}"
+        return Fit(False, (), message, INSUFFICIENT_CAPACITY)
 
     total = sum(eligible.values())
     nodes_word = "node" if len(eligible) == 1 else "nodes"
@@ -146,9 +227,14 @@ def fit(demand: GroupDemand, nodes: Sequence[NodeInfo], free: Mapping[str, int])
 
 
 def admit_in_order(
-    demands: Sequence[GroupDemand], nodes: Sequence[NodeInfo], free: Mapping[str, int]
+    demands: Sequence[GroupDemand],
+    nodes: Sequence[NodeInfo],
+    free: Mapping[str, int],
+    room: dict[str, dict[str, int]] | None = None,
 ) -> list[Fit]:
-    """Place groups one after another; the first that does not fit stops the rest (index order)."""
+    """Place groups one after another; the first that does not fit stops the rest (index order).
+    With `room`, CPU, memory, ephemeral storage and the pod count must fit too; what the
+    admitted groups take is taken off it."""
     left = dict(free)
     results: list[Fit] = []
     blocked: Fit | None = None
@@ -156,11 +242,19 @@ def admit_in_order(
         if blocked is not None:
             results.append(Fit(False, (), blocked.message, blocked.reason))
             continue
-        result = fit(demand, nodes, left)
+        result = fit(demand, nodes, left, room)
         if result.fits:
             for name in result.nodes:
                 left[name] -= demand.gpus_per_pod
+                take_room(room, name, demand.room)
         else:
             blocked = result
         results.append(result)
     return results
+
+
+def take_room(room: dict[str, dict[str, int]] | None, node: str, need) -> None:
+    """Take one pod's requests off a node's room (admission places groups one after another)."""
+    for resource, amount in need if room is not None and node in room else ():
+        if resource in room[node]:
+            room[node][resource] -= amount

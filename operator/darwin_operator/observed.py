@@ -7,8 +7,11 @@ restart it knows exactly what it knew before: the cluster is the only memory.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from darwin_operator import vocabulary
@@ -30,6 +33,35 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+# What the scheduler counts on a node besides extended resources: CPU (here in millicores),
+# memory and ephemeral storage (bytes), and the pod count.
+ROOM_RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
+)
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def quantity(value: Any, *, milli: bool = False) -> int:
+    """A Kubernetes quantity in whole base units (thousandths with `milli`, as CPU is counted),
+    rounded up as the scheduler rounds; 0 when it cannot be read."""
+    match = _QUANTITY.match(str(value).strip())
+    if match is None:
+        return 0
+    number, exponent, suffix = match.groups()
+    amount = Decimal(number)
+    if exponent:
+        amount *= Decimal(10) ** int(exponent[1:])
+    elif suffix in _BINARY:
+        amount *= Decimal(1024) ** _BINARY[suffix]
+    else:
+        amount *= Decimal(10) ** _DECIMAL[suffix or ""]
+    if milli:
+        amount *= 1000
+    return max(0, math.ceil(amount))
 
 
 def _whole_quantity(value: Any) -> int:
@@ -154,6 +186,8 @@ class ObservedPod:
     placement: Placement = field(default_factory=Placement)
     # whole-number extended resources the pod requests (GPUs), as (name, count) pairs
     extended: tuple[tuple[str, int], ...] = ()
+    # what it requests of ROOM_RESOURCES (CPU in millicores), pods: 1 included
+    room: tuple[tuple[str, int], ...] = ()
 
     @property
     def bound(self) -> bool:
@@ -285,6 +319,19 @@ def _extended_requests(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((k, v) for k, v in totals.items() if v))
 
 
+def _room_requests(spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """CPU, memory and ephemeral storage the containers request (a limit alone is also the
+    request), and the pod itself, as the scheduler counts them (init containers aside)."""
+    totals = {"pods": 1}
+    for container in spec.get("containers") or ():
+        resources = container.get("resources") or {}
+        amounts = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for name in ("cpu", "memory", "ephemeral-storage"):
+            if name in amounts:
+                totals[name] = totals.get(name, 0) + quantity(amounts[name], milli=name == "cpu")
+    return tuple(sorted(totals.items()))
+
+
 def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -352,6 +399,7 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         waiting=waiting,
         placement=_placement(spec),
         extended=_extended_requests(spec),
+        room=_room_requests(spec),
     )
 
 
@@ -399,9 +447,9 @@ def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
         ),
         allocatable=tuple(
             sorted(
-                (k, _whole_quantity(v))
+                (k, _whole_quantity(v) if "/" in k else quantity(v, milli=k == "cpu"))
                 for k, v in (status.get("allocatable") or {}).items()
-                if "/" in k
+                if "/" in k or k in ROOM_RESOURCES
             )
         ),
     )

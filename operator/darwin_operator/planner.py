@@ -621,6 +621,7 @@ class _Planner:
             placement=sample.placement,
             topology_key=self.spec.placement.topology_key,
             product=self.spec.placement.gpu_product,
+            room=sample.room,
         )
 
     # -- stage 3: act on the states and the rollout's decision --

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.checks import apply, endpoint_pods, endpoint_status
+from tests.e2e.checks import apply, endpoint_pods, endpoint_status, is_gated
 from tests.e2e.waiting import wait_for
 from tests.specs import endpoint_manifest
 
@@ -39,3 +39,20 @@ def test_an_admitted_group_is_held_to_the_nodes_admission_chose(cluster, namespa
     # two GPUs and one more node; the other nodes stay whole
     nodes = {p["spec"]["nodeName"] for p in pods}
     assert len(nodes) == 2
+
+
+def test_a_group_short_of_memory_waits_gated_with_a_message(cluster, namespace, operator):
+    # the GPUs are free, but no node has 3Ti of memory (they have 2Ti): admitted, the pods
+    # would sit unschedulable until the scheduling timeout and be recreated, again and again
+    manifest = endpoint_manifest("hungry", replicas=1, ready_after="1s")
+    manifest["spec"]["resources"] = {"cpu": "32", "memory": "3Ti"}
+    apply(cluster, namespace, manifest)
+
+    def held():
+        groups = endpoint_status(cluster, namespace, "hungry").get("groups") or []
+        return groups and "short of memory" in groups[0].get("message", "") and groups[0]
+
+    group = wait_for(held, timeout=60, what="the group held for memory, with a message")
+    assert group["phase"] == "WaitingForCapacity"
+    assert "each pod requests 3072Gi, at most 2048Gi free" in group["message"]
+    assert all(is_gated(p) for p in endpoint_pods(cluster, namespace, "hungry"))

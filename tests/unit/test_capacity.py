@@ -252,7 +252,8 @@ def test_api_objects_convert_to_the_facts_capacity_uses():
         }
     )
     assert n.ready and not n.unschedulable
-    assert n.allocatable_of(GPU) == 8 and n.allocatable == ((GPU, 8),)
+    assert n.allocatable_of(GPU) == 8
+    assert n.allocatable_of("cpu") == 224_000 and n.allocatable_of("memory") == 2 * 2**40
     assert n.taints == (Taint("k", "", "NoSchedule"),)
     p = pod_from_api(
         {
@@ -269,6 +270,7 @@ def test_api_objects_convert_to_the_facts_capacity_uses():
         }
     )
     assert p.requests(GPU) == 3 and p.bound and p.gated and p.foreign_gates
+    assert dict(p.room) == {"cpu": 4000, "pods": 1}  # a limit alone is the request
     assert p.created_at == 1735689600.0
 
 
@@ -308,3 +310,29 @@ def test_fit_is_exact_for_groups_of_equal_pods(free, count, size):
     free_map = {n.name: f for n, f in zip(nodes, free, strict=True)}
     slots = sum(f // size for f in free)
     assert fit(demand(count, size), nodes, free_map).fits == (slots >= count)
+
+
+def test_a_group_short_of_memory_is_held_with_a_message_though_its_gpus_are_free():
+    roomy = NodeInfo(
+        name="n0",
+        labels=(("nvidia.com/gpu.product", "NVIDIA-B200"),),
+        allocatable=((GPU, 8), ("cpu", 224_000), ("memory", 2 * 2**40), ("pods", 110)),
+    )
+    busy = ObservedPod(
+        name="other", node_name="n0", room=(("cpu", 1000), ("memory", 2**40 + 2**39), ("pods", 1))
+    )
+    room = capacity.free_room([roomy], [busy])
+    assert room == {"n0": {"cpu": 223_000, "memory": 2**39, "pods": 109}}
+    needs = (("cpu", 48_000), ("memory", 384 * 2**30), ("pods", 1))
+    small = GroupDemand(pods=1, gpus_per_pod=6, placement=B200, room=needs)
+    assert fit(small, [roomy], {"n0": 8}, room).fits  # 384Gi of 512Gi left
+    large = GroupDemand(
+        pods=1, gpus_per_pod=6, placement=B200, room=(("memory", 600 * 2**30), ("pods", 1))
+    )
+    held = fit(large, [roomy], {"n0": 8}, room)
+    assert not held.fits and held.reason == capacity.INSUFFICIENT_CAPACITY
+    assert "short of memory (each pod requests 600Gi, at most 512Gi free)" in held.message
+    # admitted groups take their room: a second small group no longer fits on the same node
+    results = admit_in_order([small, small], [roomy], {"n0": 16}, room)
+    assert [r.fits for r in results] == [True, False]
+    assert "short of memory" in results[1].message
