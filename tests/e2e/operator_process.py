@@ -93,6 +93,7 @@ class OperatorProcess:
                     f"operator exited with {self.process.returncode}:\n{self.log()}"
                 )
             if time.monotonic() > deadline:
+                self.kill()  # not left behind by the failing test
                 raise AssertionError(f"operator not live after {timeout}s:\n{self.log()}")
             time.sleep(0.2)
         return self

@@ -65,18 +65,21 @@ def test_sigterm_mid_burst_exits_within_the_budget_and_the_next_start_carries_on
     cluster, crd_installed, namespace, tmp_path
 ):
     budget = ("--shutdown-seconds", str(SHUTDOWN_SECONDS))
-    first = OperatorProcess(
-        cluster.kubeconfig, tmp_path / "first.log", namespaces=(namespace,), extra_args=budget
-    ).start()
-    names = apply_many(cluster, namespace)
-    wait_for(lambda: pods(cluster, namespace), timeout=60, what="the operator creating pods")
-    took = sigterm(first)
-    print(f"exit after SIGTERM with a busy queue: {took:.2f}s")
-
-    second = OperatorProcess(
-        cluster.kubeconfig, tmp_path / "second.log", namespaces=(namespace,), extra_args=budget
-    ).start()
-    try:
+    first, second = (
+        OperatorProcess(
+            cluster.kubeconfig, tmp_path / f"{name}.log", namespaces=(namespace,), extra_args=budget
+        )
+        for name in ("first", "second")
+    )
+    with ExitStack() as processes:
+        processes.callback(first.kill)  # if the test fails before it stops them
+        processes.callback(second.kill)
+        first.start()
+        names = apply_many(cluster, namespace)
+        wait_for(lambda: pods(cluster, namespace), timeout=60, what="the operator creating pods")
+        took = sigterm(first)
+        print(f"exit after SIGTERM with a busy queue: {took:.2f}s")
+        second.start()
         total = cluster_gpus(cluster)
 
         def carried_on() -> bool:
@@ -90,7 +93,6 @@ def test_sigterm_mid_burst_exits_within_the_budget_and_the_next_start_carries_on
             by_endpoint[label(pod, "endpoint")].append((label(pod, "group"), label(pod, "rank")))
         for name, members in by_endpoint.items():
             assert sorted(members) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")], name
-    finally:
         sigterm(second)
 
 
@@ -99,19 +101,20 @@ def test_sigterm_while_requests_hang_on_a_slow_api_server_exits_within_the_budge
 ):
     # Every response takes longer than the whole budget: nothing in flight can finish in time.
     slow = SlowApi(cluster.kubeconfig, latency=2 * SHUTDOWN_SECONDS).start()
-    try:
-        process = OperatorProcess(
-            slow.kubeconfig(tmp_path / "slow.kubeconfig"),
-            tmp_path / "operator.log",
-            namespaces=(namespace,),
-            extra_args=("--shutdown-seconds", str(SHUTDOWN_SECONDS)),
-        ).start(timeout=120)
+    process = OperatorProcess(
+        slow.kubeconfig(tmp_path / "slow.kubeconfig"),
+        tmp_path / "operator.log",
+        namespaces=(namespace,),
+        extra_args=("--shutdown-seconds", str(SHUTDOWN_SECONDS)),
+    )
+    with ExitStack() as cleanup:
+        cleanup.callback(slow.stop)
+        cleanup.callback(process.kill)  # if the test fails before it stops it
+        process.start(timeout=120)
         apply_many(cluster, namespace)
         wait_for(lambda: slow.held >= 8, timeout=60, what="requests hanging")
         took = sigterm(process)
         print(f"exit after SIGTERM, requests hanging: {took:.2f}s")
-    finally:
-        slow.stop()
 
 
 def test_a_busy_active_replica_withdraws_its_keep_alive_on_sigterm(
