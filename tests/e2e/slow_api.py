@@ -6,6 +6,7 @@ For tests and benchmarks of what the operator does while its requests hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import urllib.parse
 from pathlib import Path
@@ -64,11 +65,12 @@ class SlowApi:
         except OSError:
             client_out.close()
             return
-        await asyncio.gather(
-            self._pipe(client_in, server_out, 0.0),
-            self._pipe(server_in, client_out, self.latency),
-            return_exceptions=True,
-        )
+        with contextlib.suppress(asyncio.CancelledError):  # stop(): the connection just ends
+            await asyncio.gather(
+                self._pipe(client_in, server_out, 0.0),
+                self._pipe(server_in, client_out, self.latency),
+                return_exceptions=True,
+            )
 
     async def _pipe(self, reader, writer, latency: float) -> None:
         """Copy reader to writer, each chunk `latency` seconds after it arrived, in order."""
