@@ -76,12 +76,17 @@ def cluster() -> Iterator[ClusterHandle]:
 @pytest.fixture(scope="session")
 def crd_installed(cluster: ClusterHandle) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/darwinendpoints.serving.darwin.ai",
+    wait_for(
+        lambda: crd_established(cluster, "darwinendpoints.serving.darwin.ai"),
+        timeout=60,
+        what="the DarwinEndpoint CRD Established",
     )
+
+
+def crd_established(cluster: ClusterHandle, name: str) -> bool:
+    # not `kubectl wait`: it fails outright on a CRD whose status has no conditions yet
+    conditions = (cluster.json("get", "crd", name).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 @pytest.fixture

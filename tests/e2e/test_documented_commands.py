@@ -23,7 +23,7 @@ import yaml
 from kubernetes import config as k8s_config
 
 from tests.doc_commands import REPO, DocCommand, documented_commands
-from tests.e2e.conftest import ClusterHandle
+from tests.e2e.conftest import ClusterHandle, crd_established
 from tests.e2e.in_pod import operator_in_pod
 from tests.e2e.operator_process import operator_binary
 from tests.e2e.waiting import wait_for
@@ -107,8 +107,10 @@ def manifest_installed(session: Session, step: Step) -> None:
 
 def crds_established(session: Session, step: Step | None = None) -> None:
     for crd in CRDS:
-        session.cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}"
+        wait_for(
+            lambda crd=crd: crd_established(session.cluster, crd),
+            timeout=60,
+            what=f"CRD {crd} Established",
         )
 
 
