@@ -40,7 +40,7 @@ def apply_many(cluster, namespace: str) -> list[str]:
 
 def sigterm(process: OperatorProcess) -> float:
     """SIGTERM; the seconds until the process was gone, which must be within the budget."""
-    assert process.process is not None
+    assert process.process is not None and process.process.poll() is None, process.log()
     bound = SHUTDOWN_SECONDS + EXIT_SLACK
     started = time.monotonic()
     process.process.send_signal(signal.SIGTERM)
