@@ -5,14 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export CLUSTER_DIR
+# Real kubelet nodes beside the kwok ones (root): make cluster-up REAL_NODES=2
+REAL_NODES ?= 0
+REAL_TOOLS := $(if $(filter-out 0,$(REAL_NODES)),real-node-tools)
 
-.PHONY: help venv build-cluster cluster-up cluster-down vllm-venv prometheus-tools test test-unit \
-	test-tools test-e2e bench lint generate install-manifest demo demo-down
+.PHONY: help venv build-cluster real-node-tools cluster-up cluster-down vllm-venv prometheus-tools \
+	test test-unit test-tools test-e2e test-e2e-real bench lint generate install-manifest demo \
+	demo-down
 
 help:
 	@echo "make demo        run the reference endpoint on the local simulated cluster"
 	@echo "make test        all tests (unit, vLLM command lines, e2e on the local cluster)"
 	@echo "make cluster-up  start the local cluster (kubeconfig: \$$CLUSTER_DIR/kubeconfig)"
+	@echo "                 REAL_NODES=2: with two real kubelet nodes (root)"
 	@echo "make cluster-down / demo-down / generate / lint"
 
 $(VENV)/.installed: pyproject.toml
@@ -26,8 +31,14 @@ venv: $(VENV)/.installed
 build-cluster: venv
 	bash tests/cluster/build.sh kubernetes etcd kwok helm prometheus-crds
 
-cluster-up: build-cluster
-	$(PY) tests/cluster/localcluster.py up --dir $(CLUSTER_DIR)
+# What real nodes need besides the control plane: Debian packages (containerd, runc, CNI
+# plugins, iptables...) and kubelet, kube-proxy and CoreDNS built from their Go modules.
+real-node-tools: venv
+	bash tests/cluster/install-node-packages.sh
+	bash tests/cluster/build.sh node coredns
+
+cluster-up: build-cluster $(REAL_TOOLS)
+	$(PY) tests/cluster/localcluster.py up --dir $(CLUSTER_DIR) --real-nodes $(REAL_NODES)
 
 cluster-down: venv
 	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
@@ -53,7 +64,7 @@ prometheus-tools:
 images:
 	bash tests/images/build.sh vllm-standin
 
-test: build-cluster vllm-venv prometheus-tools
+test: build-cluster real-node-tools vllm-venv prometheus-tools
 	$(PY) -m pytest
 
 # Pure tests of the operator's code: nothing but the venv.
@@ -68,6 +79,9 @@ test-tools: venv prometheus-tools
 
 test-e2e: build-cluster prometheus-tools
 	$(PY) -m pytest tests/e2e
+
+test-e2e-real: build-cluster real-node-tools
+	$(PY) -m pytest tests/e2e_real
 
 # Every benchmark on the local cluster; what they print goes to bench/results/<date>-<host>.md.
 bench: build-cluster

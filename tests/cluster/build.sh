@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test control plane from the official Go modules at pinned versions into a cache outside
 # the repo. Each component is built only when its binary for that version is missing, so a machine
-# pays the cold build once.   Usage: build.sh [kubernetes|etcd|kwok|helm|prometheus-crds]...   (default: all)
+# pays the cold build once.
+# Usage: build.sh [kubernetes|etcd|kwok|helm|prometheus-crds|node|coredns]...
+# (default: all but node and coredns, which only real nodes need)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -22,21 +24,37 @@ install_dir() {  # install_dir DEST CMD...
   rm -rf "$dest"; mv "$tmp" "$dest"
 }
 
-build_kubernetes() {
-  local dest=$bin/kubernetes-$K8S_VERSION minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-  [ -x "$dest/kubectl" ] && return
-  log "kubernetes $K8S_VERSION (cold: tens of minutes on 2 cores)"
-  local ldflags="" pkg
+# Version ldflags so that /version (and a node's kubeletVersion) tell the truth.
+k8s_ldflags() {
+  local minor=${K8S_VERSION#v1.} pkg flags=""; minor=${minor%%.*}
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "-s -w$flags"
+}
+
+build_k8s_cmds() {  # build_k8s_cmds DEST_DIR CHECK_BINARY CMD...
+  local dest=$1 check=$2; shift 2
+  [ -x "$dest/$check" ] && return
+  log "$(basename "$dest") ($*)"
+  local pkgs=() cmd
+  for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
   _go_build() {
-    (cd "$here/build/kubernetes" && go build -trimpath -ldflags "-s -w$ldflags" -o "$1/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    (cd "$here/build/kubernetes" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$1/" "${pkgs[@]}")
   }
   install_dir "$dest" _go_build
+}
+
+# The control plane (cold: tens of minutes on 2 cores).
+build_kubernetes() {
+  build_k8s_cmds "$bin/kubernetes-$K8S_VERSION" kubectl \
+    kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# What a real node runs (same module and build cache as the control plane: ~2 minutes after it).
+build_node() {
+  build_k8s_cmds "$bin/kubernetes-node-$K8S_VERSION" kube-proxy kubelet kube-proxy
 }
 
 build_etcd() {
@@ -57,6 +75,8 @@ build_installable() {  # build_installable NAME VERSION PACKAGE [LDFLAGS]
   install_dir "$dest" _go_install
 }
 
+# CoreDNS (cluster DNS of the real nodes); its module needs Go >= 1.26.
+build_coredns() { build_installable coredns "$COREDNS_VERSION" github.com/coredns/coredns; }
 build_kwok() { build_installable kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; }
 # helm's own release build stamps its version and the Kubernetes version its client modules speak
 # (lint and `helm template` check a chart's kubeVersion against it); do the same.
@@ -90,8 +110,8 @@ components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm prometheus-crds)
 for c in "${components[@]}"; do
   case $c in
-    kubernetes|etcd|kwok|helm) "build_$c" ;;
+    kubernetes|etcd|kwok|helm|node|coredns) "build_$c" ;;
     prometheus-crds) build_prometheus_crds ;;
-    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm, prometheus-crds)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm, prometheus-crds, node, coredns)" >&2; exit 2 ;;
   esac
 done

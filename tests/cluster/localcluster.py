@@ -1,25 +1,27 @@
-"""A local Kubernetes control plane with simulated B200 nodes, for tests, demos and benchmarks.
+"""A local Kubernetes control plane with simulated B200 nodes, and optionally real ones.
 
 Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built by build.sh from the
-official Go modules) on 127.0.0.1 with free ports, and kwok playing kubelet for fake 8-GPU nodes.
+official Go modules) on free ports, kwok playing kubelet for fake 8-GPU nodes, and with
+--real-nodes N real kubelets running pods as processes (real_nodes.py; root only).
 
-    python tests/cluster/localcluster.py up [--dir DIR] [--nodes N]   # idempotent
+    python tests/cluster/localcluster.py up [--dir DIR] [--nodes N] [--real-nodes N]  # idempotent
     python tests/cluster/localcluster.py down [--dir DIR]
     python tests/cluster/localcluster.py status [--dir DIR]
 
-Standard library only, so it runs before any venv exists. `down` stops only the processes that
-`up` started (by pid, checked against their command line) and removes the cluster's directory.
+This file is the orchestration and the command line; pki.py makes the certificates,
+processes.py starts and stops processes, kwok_nodes.py and real_nodes.py make the nodes.
+The control plane needs only the standard library (it runs before any venv exists); real nodes
+also need grpcio for their fake GPU plugin. `down` stops only the processes that `up` started
+(by pid, checked against their command line), undoes the real nodes' host changes and removes
+the cluster's directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,11 +30,27 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kwok_nodes import NodeShape, node_list, node_manifest, ready_node_names
+from pki import make_pki, write_kubeconfig
+from processes import free_port, http_ok, is_ours, log, spawn, stop, wait
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CACHE = Path(os.environ.get("DARWIN_CACHE", Path.home() / ".cache" / "darwin-operator"))
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
+# Re-exported for the callers of this module (tests, demo, bench).
+__all__ = [
+    "CACHE",
+    "REPO",
+    "Binaries",
+    "Cluster",
+    "NodeShape",
+    "default_dir",
+    "free_port",
+    "node_manifest",
+    "versions",
+]
 
 
 def versions() -> dict[str, str]:
@@ -70,134 +88,6 @@ class Binaries:
         return [p for p in vars(self).values() if not os.access(p, os.X_OK)]
 
 
-@dataclass(frozen=True)
-class NodeShape:
-    gpus: int = 8
-    cpu: str = "224"
-    memory: str = "2Ti"
-    gpu_product: str = "NVIDIA-B200"
-    nodes_per_rack: int = 2
-    racks_per_zone: int = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def log(msg: str) -> None:
-    print(f"cluster: {msg}", file=sys.stderr, flush=True)
-
-
-# --- PKI -------------------------------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving cert, client certs per component, service-account keys."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=darwin-test-ca",
-        cwd=pki,
-    )
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-    sans = (
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-        "DNS:kubernetes.default.svc.cluster.local"
-    )
-    certs = {
-        "apiserver": ("/CN=kube-apiserver", sans),
-        "admin": ("/O=system:masters/CN=darwin-admin", None),
-        "controller-manager": ("/CN=system:kube-controller-manager", None),
-        "scheduler": ("/CN=system:kube-scheduler", None),
-        "kwok": ("/O=system:masters/CN=kwok", None),
-    }
-    for name, (subject, ext) in certs.items():
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subject,
-            cwd=pki,
-        )
-        extra = []
-        if ext:
-            (pki / f"{name}.ext").write_text(ext + "\n")
-            extra = ["-extfile", f"{name}.ext"]
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-out",
-            f"{name}.crt",
-            *extra,
-            cwd=pki,
-        )
-
-
-def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "darwin-local",
-                        "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
-                    }
-                ],
-                "users": [
-                    {
-                        "name": user,
-                        "user": {
-                            "client-certificate": str(pki / f"{user}.crt"),
-                            "client-key": str(pki / f"{user}.key"),
-                        },
-                    }
-                ],
-                "contexts": [
-                    {"name": "darwin-local", "context": {"cluster": "darwin-local", "user": user}}
-                ],
-                "current-context": "darwin-local",
-            },
-            indent=2,
-        )
-    )
-
-
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -219,21 +109,21 @@ class Cluster:
         self.state_file.write_text(json.dumps(state, indent=2))
 
     def _spawn(self, state: dict, name: str, argv: list[str]) -> None:
-        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
-        state.setdefault("pids", {})[name] = proc.pid
+        state.setdefault("pids", {})[name] = spawn(argv, self.logs / f"{name}.log")
         self._save(state)
 
     def _alive(self, state: dict, name: str) -> bool:
         pid = state.get("pids", {}).get(name)
-        return pid is not None and _is_ours(pid, state.get("binaries", {}).get(name, ""))
+        return pid is not None and is_ours(pid, state.get("binaries", {}).get(name, ""))
+
+    def real_nodes(self):
+        """The real nodes' manager (imported lazily: it is needed only with --real-nodes)."""
+        from real_nodes import NodeBinaries, RealNodes
+
+        return RealNodes(self.dir, self.kubectl, NodeBinaries.from_cache(CACHE, versions()), CACHE)
+
+    def server(self, state: dict) -> str:
+        return f"https://{state.get('apiserver_host', '127.0.0.1')}:{state['ports']['apiserver']}"
 
     # --- health ------------------------------------------------------------------------------
 
@@ -247,7 +137,7 @@ class Cluster:
         if not port:
             return False
         try:
-            url = f"https://127.0.0.1:{port}/readyz"
+            url = f"{self.server(state)}/readyz"
             with urllib.request.urlopen(url, context=self._ssl(), timeout=2) as r:
                 return r.status == 200
         except OSError:
@@ -260,6 +150,7 @@ class Cluster:
             bool(state)
             and all(self._alive(state, n) for n in names)
             and self.apiserver_ready(state)
+            and (not state.get("real_nodes") or self.real_nodes().healthy())
         )
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True):
@@ -274,27 +165,45 @@ class Cluster:
 
     # --- up / down ---------------------------------------------------------------------------
 
-    def up(self, nodes: int, shape: NodeShape, timeout: float = 120, attempts: int = 2) -> None:
+    def up(
+        self,
+        nodes: int,
+        shape: NodeShape,
+        timeout: float = 120,
+        attempts: int = 2,
+        real_nodes: int = 0,
+    ) -> None:
         """Start the cluster, or keep the healthy one that is here. A start that fails (a port
         taken between choosing and binding it, a component that exits) is torn down and retried
-        with fresh ports, so a failed `up` never leaves processes behind."""
+        with fresh ports, so a failed `up` never leaves processes or host changes behind."""
         if self.healthy():
+            have = self.state().get("real_nodes", 0)
+            if have != real_nodes:
+                raise SystemExit(
+                    f"cluster: the cluster in {self.dir} is up with {have} real nodes, not "
+                    f"{real_nodes}; run `down` first to change that"
+                )
             log(f"already up: KUBECONFIG={self.kubeconfig}")
             self.ensure_nodes(nodes, shape, timeout)
             return
-        if self.dir.exists():
-            log("a previous cluster here is not healthy: tearing it down first")
-            self.down()
         bins = Binaries.from_cache()
         if missing := bins.missing():
             raise SystemExit(
                 f"cluster: missing binaries {[str(m) for m in missing]}; "
                 f"run tests/cluster/build.sh first"
             )
+        if real_nodes:
+            from real_nodes import preflight
+
+            preflight(self.real_nodes().bins, self.dir)
+            self.real_nodes().refuse_if_taken()
+        if self.dir.exists():
+            log("a previous cluster here is not healthy: tearing it down first")
+            self.down()
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                self._start(bins, nodes, shape, timeout)
+                self._start(bins, nodes, shape, timeout, real_nodes)
             except (SystemExit, Exception) as error:
                 kept = self.dir.with_name(f"{self.dir.name}-failed-start-logs")
                 subprocess.run(["rm", "-rf", str(kept)], check=False)
@@ -308,9 +217,10 @@ class Cluster:
             log(f"up in {time.monotonic() - started:.1f}s: KUBECONFIG={self.kubeconfig}")
             return
 
-    def _start(self, bins: Binaries, nodes: int, shape: NodeShape, timeout: float) -> None:
+    def _start(
+        self, bins: Binaries, nodes: int, shape: NodeShape, timeout: float, real_nodes: int
+    ) -> None:
         self.logs.mkdir(parents=True)
-        make_pki(self.pki)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         state = {
             "ports": {name: free_port() for name in names},
@@ -323,16 +233,32 @@ class Cluster:
                 "kubectl": str(bins.kubectl),
             },
         }
+        extra_ips: tuple[str, ...] = ()
+        if real_nodes:
+            # The apiserver listens on the host address pods reach, and is the endpoint of the
+            # `kubernetes` Service there (so in-cluster clients work).
+            from real_nodes import HOST_IP
+
+            state.update(real_nodes=real_nodes, apiserver_host=HOST_IP)
+            extra_ips = (HOST_IP,)
         self._save(state)
-        server = f"https://127.0.0.1:{state['ports']['apiserver']}"
+        if real_nodes:
+            self.real_nodes().claim_host()
+        make_pki(self.pki, extra_ips)
+        server = self.server(state)
         write_kubeconfig(self.kubeconfig, server, self.pki, "admin")
         for user in ("controller-manager", "scheduler", "kwok"):
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
         self._start_control_plane(state, bins, shape)
         self.ensure_nodes(nodes, shape, timeout)
+        if real_nodes:
+            self.real_nodes().up(real_nodes, shape, server, timeout)
 
     def _start_control_plane(self, state: dict, bins: Binaries, shape: NodeShape) -> None:
         p, pki, d = state["ports"], self.pki, self.dir
+        host = state.get("apiserver_host", "127.0.0.1")
+        # Without real nodes nothing could reach an endpoint of the `kubernetes` Service.
+        reconciler = "lease" if state.get("real_nodes") else "none"
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
         peer_url = f"http://127.0.0.1:{p['etcd-peer']}"
         self._spawn(
@@ -352,7 +278,7 @@ class Cluster:
                 "--log-level=warn",
             ],
         )
-        _wait(lambda: _http_ok(f"{etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
+        wait(lambda: http_ok(f"{etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
 
         self._spawn(
             state,
@@ -360,8 +286,8 @@ class Cluster:
             [
                 str(bins.apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--secure-port={p['apiserver']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -371,13 +297,16 @@ class Cluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--authorization-mode=Node,RBAC",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
+                f"--endpoint-reconciler-type={reconciler}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--v=1",
             ],
         )
-        _wait(
+        wait(
             lambda: self.apiserver_ready(state),
             90,
             "kube-apiserver ready",
@@ -440,123 +369,28 @@ class Cluster:
                 raise SystemExit(f"cluster: {name} exited; see {self.logs / (name + '.log')}")
 
     def ensure_nodes(self, count: int, shape: NodeShape, timeout: float) -> None:
-        self.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "List",
-                    "items": [node_manifest(i, shape) for i in range(count)],
-                }
-            ),
-        )
+        """The kwok nodes 0..count-1 exist and are Ready."""
+        self.kubectl("apply", "-f", "-", input=node_list(count, shape))
+        wanted = {node_manifest(i, shape)["metadata"]["name"] for i in range(count)}
 
         def all_ready() -> bool:
-            out = self.kubectl("get", "nodes", "-o", "json", check=False)
-            if out.returncode:
-                return False
-            items = json.loads(out.stdout)["items"]
-            ready = [
-                n
-                for n in items
-                if any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in n.get("status", {}).get("conditions", [])
-                )
-            ]
-            return len(ready) >= count
+            out = self.kubectl("get", "nodes", "-l", "type=kwok", "-o", "json", check=False)
+            return not out.returncode and wanted <= ready_node_names(json.loads(out.stdout))
 
-        _wait(all_ready, timeout, f"{count} nodes Ready", self.logs / "kwok.log")
+        wait(all_ready, timeout, f"{count} kwok nodes Ready", self.logs / "kwok.log")
 
     def down(self) -> None:
         state = self.state()
+        if state.get("real_nodes"):
+            self.real_nodes().down()
         # Reverse start order: kwok and controllers first, etcd last.
         for name in reversed(list(state.get("pids", {}))):
             pid = state["pids"][name]
-            if _is_ours(pid, state.get("binaries", {}).get(name, "")):
-                _stop(pid)
+            if is_ours(pid, state.get("binaries", {}).get(name, "")):
+                stop(pid)
         if self.dir.exists():
             subprocess.run(["rm", "-rf", str(self.dir)], check=True)
         log(f"down: removed {self.dir}")
-
-
-def node_manifest(index: int, shape: NodeShape) -> dict:
-    rack = index // shape.nodes_per_rack
-    zone = rack // shape.racks_per_zone
-    name = f"kwok-node-{index}"
-    resources = {
-        "cpu": shape.cpu,
-        "memory": shape.memory,
-        "pods": "110",
-        "nvidia.com/gpu": str(shape.gpus),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                "nvidia.com/gpu.product": shape.gpu_product,
-                "nvidia.com/gpu.count": str(shape.gpus),
-                "topology.kubernetes.io/zone": f"zone-{zone}",
-                "darwin.test/rack": f"rack-{rack}",
-            },
-        },
-        "status": {"capacity": resources, "allocatable": resources},
-    }
-
-
-def _is_ours(pid: int, binary: str) -> bool:
-    """True only if pid is alive and still runs our binary (pids get reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return False
-    return bool(binary) and cmdline == binary
-
-
-def _stop(pid: int, grace: float = 10) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return
-        try:  # reap if it is our child; otherwise just poll /proc
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _wait(predicate, timeout: float, what: str, logfile: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    tail = logfile.read_text(errors="replace")[-3000:] if logfile.exists() else ""
-    raise SystemExit(f"cluster: timed out after {timeout:.0f}s waiting for {what}\n{tail}")
 
 
 def default_dir() -> Path:
@@ -574,10 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=int(os.environ.get("CLUSTER_NODES", 4)))
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument(
+        "--real-nodes",
+        type=int,
+        default=int(os.environ.get("REAL_NODES", 0)),
+        help="real kubelet nodes beside the kwok ones (root; default $REAL_NODES or 0)",
+    )
     args = parser.parse_args(argv)
     cluster = Cluster(args.dir)
     if args.command == "up":
-        cluster.up(args.nodes, NodeShape(gpus=args.gpus_per_node))
+        cluster.up(args.nodes, NodeShape(gpus=args.gpus_per_node), real_nodes=args.real_nodes)
         print(cluster.kubeconfig)
     elif args.command == "down":
         cluster.down()
