@@ -370,6 +370,8 @@ class Cluster:
 
     def ensure_nodes(self, count: int, shape: NodeShape, timeout: float) -> None:
         """The kwok nodes 0..count-1 exist and are Ready."""
+        if count == 0:
+            return
         self.kubectl("apply", "-f", "-", input=node_list(count, shape))
         wanted = {node_manifest(i, shape)["metadata"]["name"] for i in range(count)}
 
