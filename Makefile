@@ -43,8 +43,9 @@ cluster-up: build-cluster $(REAL_TOOLS)
 cluster-down: venv
 	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
 
-demo: cluster-up
-	$(PY) tests/cluster/demo.py up --dir $(CLUSTER_DIR)
+# With REAL_NODES=2: the same endpoint as real processes (the vLLM stand-in image) on real nodes.
+demo: $(if $(REAL_TOOLS),images) cluster-up
+	$(PY) tests/cluster/demo.py up --dir $(CLUSTER_DIR) $(if $(REAL_TOOLS),--real)
 
 demo-down: venv
 	$(PY) tests/cluster/demo.py down --dir $(CLUSTER_DIR)

@@ -1,7 +1,13 @@
 """`make demo`: the reference endpoint on the local simulated cluster, from apply to Ready.
 
     python tests/cluster/demo.py up      # CRD, operator in the background, reference endpoint
+    python tests/cluster/demo.py up --real   # the same shape on the real nodes (REAL_NODES=2)
     python tests/cluster/demo.py down    # stop the demo's operator, delete the endpoint
+
+With --real the endpoint runs the vLLM stand-in image (tests/standin) as real processes on the
+real nodes: the reference shape (TP2 x PP3 = 6 GPUs a pod, two replicas) with requests the
+machine can give (a real node has the host's CPUs and memory) and small fake weights in a
+hostPath cache under the cluster directory.
 
 Idempotent: a second `up` reuses the running operator and re-applies the manifest. The operator
 runs as a local process (as in the e2e tests) with its log in $CLUSTER_DIR/demo-operator.log.
@@ -18,9 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from localcluster import REPO, Cluster, default_dir, free_port
 
 MANIFEST = REPO / "manifests" / "darwin-endpoint.yaml"
+STANDIN_IMAGE = "localhost/darwin/vllm-standin:0.33.0"
+WEIGHT_FILES, WEIGHT_FILE_BYTES = 4, 8 << 20
 CRD = REPO / "crds" / "serving.darwin.ai_darwinendpoints.yaml"
 OPERATOR = Path(sys.executable).parent / "darwin-operator"
 NAMESPACE = "default"
@@ -31,11 +40,40 @@ def say(message: str) -> None:
     print(f"demo: {message}", flush=True)
 
 
+def real_node_manifest(reference: dict, models: Path) -> dict:
+    """The reference endpoint for the real nodes: same shape, the stand-in image, requests a
+    real node can give, weights from `models` on the node."""
+    spec = reference["spec"]
+    spec["engine"]["image"] = STANDIN_IMAGE
+    spec["resources"] = {"cpu": "100m", "memory": "256Mi", "sharedMemory": "64Mi"}
+    spec["placement"]["nodeSelector"] = {"type": "real"}
+    spec["model"]["cache"] = {"hostPath": str(models)}
+    return reference
+
+
+def fake_weights(models: Path, model: str) -> None:
+    """A few files of bytes where the stand-in looks for a hub model (DOWNLOAD_DIR/ORG/NAME)."""
+    directory = models / model
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps({"model_type": "demo"}))
+    for i in range(WEIGHT_FILES):
+        shard = directory / f"model-{i:05d}-of-{WEIGHT_FILES:05d}.safetensors"
+        if not shard.exists():
+            shard.write_bytes(os.urandom(WEIGHT_FILE_BYTES))
+
+
 class Demo:
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, real: bool = False):
         self.cluster = cluster
         self.pid_file = cluster.dir / "demo-operator.pid"
         self.log_file = cluster.dir / "demo-operator.log"
+        self.manifest = MANIFEST
+        if real:
+            self.manifest = cluster.dir / "demo-real-endpoint.json"
+            models = cluster.dir / "models"
+            reference = yaml.safe_load(MANIFEST.read_text())
+            fake_weights(models, reference["spec"]["model"]["name"])
+            self.manifest.write_text(json.dumps(real_node_manifest(reference, models), indent=2))
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return self.cluster.kubectl(*args, check=check).stdout
@@ -87,11 +125,11 @@ class Demo:
             "crd/darwinendpoints.serving.darwin.ai",
         )
         self.start_operator()
-        self.kubectl("apply", "-n", NAMESPACE, "-f", str(MANIFEST))
-        name = json.loads(self.kubectl("get", "-n", NAMESPACE, "-f", str(MANIFEST), "-o", "json"))[
-            "metadata"
-        ]["name"]
-        say(f"applied {MANIFEST.relative_to(REPO)}; waiting for darwinendpoint/{name} to be Ready")
+        self.kubectl("apply", "-n", NAMESPACE, "-f", str(self.manifest))
+        name = json.loads(
+            self.kubectl("get", "-n", NAMESPACE, "-f", str(self.manifest), "-o", "json")
+        )["metadata"]["name"]
+        say(f"applied {self.manifest}; waiting for darwinendpoint/{name} to be Ready")
         if not self.watch(name):
             say(f"not Ready after {READY_TIMEOUT}s; the operator's log: {self.log_file}")
             return 1
@@ -127,7 +165,7 @@ Stop it all with: make demo-down""")
 
     def down(self) -> None:
         if self.cluster.healthy():
-            self.kubectl("delete", "-n", NAMESPACE, "--ignore-not-found", "-f", str(MANIFEST))
+            self.kubectl("delete", "-n", NAMESPACE, "--ignore-not-found", "-f", str(self.manifest))
         if pid := self.operator_pid():
             os.killpg(pid, signal.SIGTERM)
             say(f"operator (pid {pid}) stopped")
@@ -138,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=default_dir())
+    parser.add_argument("--real", action="store_true", help="on the real nodes (stand-in image)")
     args = parser.parse_args(argv)
-    demo = Demo(Cluster(args.dir))
+    demo = Demo(Cluster(args.dir), real=args.real)
     if args.command == "up":
         return demo.up()
     demo.down()
