@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -135,7 +136,7 @@ def remove_new_chains(before: dict[str, dict[str, list[str]]]) -> None:
                 [family, "-t", table, "-S"], capture_output=True, text=True, check=False
             ).stdout
             for rule in rules.splitlines():
-                parts = rule.split()
+                parts = shlex.split(rule)
                 if parts[:1] != ["-A"] or parts[1] in doomed:
                     continue
                 if any(parts[i + 1] in doomed for i, p in enumerate(parts[:-1]) if p == "-j"):

@@ -85,14 +85,21 @@ def test_a_cluster_ip_service_answers_from_the_host_and_from_a_pod(cluster, name
 
 def test_pods_reach_the_apiserver_through_the_kubernetes_service(cluster, namespace):
     run_pods(cluster, namespace, toolbox_pod("client", SLEEP))
+    livez = [
+        "wget",
+        "-q",
+        "-T",
+        "3",
+        "-O",
+        "-",
+        "--no-check-certificate",
+        "https://10.96.0.1/livez",
+    ]
 
-    def connects() -> bool:
-        out = exec_in(
-            cluster, namespace, "client", "nc", "-z", "-w", "3", "10.96.0.1", "443", check=False
-        )
-        return out.returncode == 0
+    def answers() -> str:
+        return exec_in(cluster, namespace, "client", *livez, check=False).stdout.strip()
 
-    wait_for(connects, timeout=60, what="a TCP connection to kubernetes.default (10.96.0.1:443)")
+    assert wait_for(answers, timeout=60, what="kubernetes.default answering /livez") == "ok"
 
 
 def test_kubectl_logs_and_exec_reach_the_container(cluster, namespace):
