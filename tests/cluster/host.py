@@ -53,6 +53,7 @@ REQUIRED_COMMANDS = {
     "unshare": "util-linux",
     "nsenter": "util-linux",
     "busybox": "busybox-static",
+    "nft": "nftables",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
@@ -145,6 +146,18 @@ def remove_new_chains(before: dict[str, dict[str, list[str]]]) -> None:
                 subprocess.run([family, "-t", table, "-F", chain], check=False)
             for chain in doomed:
                 subprocess.run([family, "-t", table, "-X", chain], check=False)
+        # iptables-nft creates a table on first use; drop those that were not there and are empty.
+        nft_family = "ip" if family == "iptables" else "ip6"
+        for table in now:
+            if table not in was and _only_policies(family, table):
+                subprocess.run(["nft", "delete", "table", nft_family, table], check=False)
+
+
+def _only_policies(family: str, table: str) -> bool:
+    rules = subprocess.run(
+        [family, "-t", table, "-S"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return all(rule.startswith("-P ") for rule in rules)
 
 
 # --- cgroups (v1, cgroupfs) --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Installs what real kubelet nodes need from Debian (container runtime, CNI plugins, iptables,
 # conntrack). Idempotent: does nothing when every package is already installed.
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static)
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,11 +275,12 @@ class RealNodes:
             issue_cert(self.pki, user, subject)
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
         self._start_coredns()
-        self._start_kube_proxy()
         tars = image_tars(self.cache)
         for index in range(count):
             self._start_node(index, shape, tars)
         self._wait_ready(count, shape, timeout)
+        # kube-proxy takes its node's address from the Node object: start it once that exists.
+        self._start_kube_proxy()
 
     def _start_coredns(self) -> None:
         health, ready = free_port(), free_port()
@@ -462,6 +464,7 @@ def release_host(claim: host.Claim) -> None:
     state = claim.read()
     if not state:
         return
+    started = time.monotonic()
     pids = state.get("pids", {})
     first = ("kube-proxy", "coredns")
     for name, (pid, binary) in pids.items():
@@ -488,3 +491,4 @@ def release_host(claim: host.Claim) -> None:
         host.remove_cgroup(cgroup)
     host.restore_sysctls(state.get("sysctls", {}))
     claim.remove()
+    log(f"real nodes stopped and the host restored in {time.monotonic() - started:.1f}s")
