@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,14 @@ CLUSTER_CIDR = "10.245.0.0/16"
 CLUSTER_DOMAIN = "cluster.local"
 NAMESPACE_HOLDER = "darwin-node-namespace"  # argv[0] of the process that holds a node's mounts
 GPU_RESOURCE = "nvidia.com/gpu"
+# containerd's socket as the node's processes see it (host-side paths can exceed the 107-byte
+# limit of a unix socket path, so tools reach it from inside the node's namespace).
+CTR = ["ctr", "--address", "/run/containerd/containerd.sock"]
+
+
+def in_namespace(holder: int) -> list[str]:
+    """The command prefix that runs a program in the mount namespace `holder` keeps."""
+    return ["nsenter", f"--mount=/proc/{holder}/ns/mnt", "--"]
 
 
 def node_name(index: int) -> str:
@@ -275,9 +284,12 @@ class RealNodes:
             issue_cert(self.pki, user, subject)
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
         self._start_coredns()
+        holders = [self._start_runtime(index) for index in range(count)]
         tars = image_tars(self.cache)
-        for index in range(count):
-            self._start_node(index, shape, tars)
+        with ThreadPoolExecutor(max_workers=count) as pool:  # imports unpack layers: in parallel
+            list(pool.map(lambda holder: self._import(holder, tars), holders))
+        for index, holder in enumerate(holders):
+            self._start_kubelet(index, holder, shape)
         self._wait_ready(count, shape, timeout)
         # kube-proxy takes its node's address from the Node object: start it once that exists.
         self._start_kube_proxy()
@@ -324,7 +336,9 @@ class RealNodes:
             self.logs / "kube-proxy.log",
         )
 
-    def _start_node(self, index: int, shape: NodeShape, tars: list[Path]) -> None:
+    def _start_runtime(self, index: int) -> int:
+        """The node's mount namespace, cgroups, bridge and containerd; returns the pid holding
+        the namespace (its processes enter it with nsenter)."""
         name = node_name(index)
         node_dir = self.dir / "nodes" / name
         for sub in ("run", "var-lib", "var-log", "containerd", "cni", "opt"):
@@ -358,8 +372,7 @@ class RealNodes:
         )
         logfile = self.logs / f"{name}-namespace.log"
         wait(lambda: is_ours(holder, NAMESPACE_HOLDER), 10, f"{name} mount namespace", logfile)
-        enter = ["nsenter", f"--mount=/proc/{holder}/ns/mnt", "--"]
-
+        enter = in_namespace(holder)
         (node_dir / "containerd.toml").write_text(containerd_config(node_dir))
         (node_dir / "cni" / "10-darwin.conflist").write_text(json.dumps(cni_config(index)))
         containerd = "/usr/bin/containerd"
@@ -369,24 +382,26 @@ class RealNodes:
             containerd,
             daemons,
         )
-        address = node_dir / "run" / "containerd" / "containerd.sock"
 
         def containerd_up() -> bool:
-            return (
-                subprocess.run(
-                    ["ctr", "--address", str(address), "version"], capture_output=True
-                ).returncode
-                == 0
-            )
+            return subprocess.run([*enter, *CTR, "version"], capture_output=True).returncode == 0
 
         wait(containerd_up, 30, f"{name} containerd", self.logs / f"{name}-containerd.log")
+        return holder
+
+    def _import(self, holder: int, tars: list[Path]) -> None:
         for tar in tars:
             subprocess.run(
-                ["ctr", "--address", str(address), "-n", "k8s.io", "images", "import", str(tar)],
+                [*in_namespace(holder), *CTR, "-n", "k8s.io", "images", "import", str(tar)],
                 check=True,
                 capture_output=True,
             )
 
+    def _start_kubelet(self, index: int, holder: int, shape: NodeShape) -> None:
+        """The kubelet and the fake GPU plugin, in the node's namespace."""
+        name, daemons = node_name(index), f"darwin-{node_name(index)}-daemons"
+        node_dir = self.dir / "nodes" / name
+        enter = in_namespace(holder)
         config = node_dir / "kubelet.json"
         config.write_text(json.dumps(kubelet_config(self.pki, index, free_port(), free_port())))
         labels = {"type": "real", **gpu_node_labels(index, shape)}
@@ -410,9 +425,10 @@ class RealNodes:
         self._spawn(
             f"{name}-gpu-plugin",
             [
+                *enter,
                 python,
                 str(HERE / "fake_gpu_plugin.py"),
-                f"--plugin-dir={node_dir / 'var-lib' / 'kubelet' / 'device-plugins'}",
+                "--plugin-dir=/var/lib/kubelet/device-plugins",
                 f"--resource={GPU_RESOURCE}",
                 f"--count={shape.gpus}",
                 f"--prefix=GPU-{name}",
@@ -444,13 +460,13 @@ class RealNodes:
 
     def import_image(self, tar: Path) -> None:
         """Loads an image tar into every node's containerd (pods use imagePullPolicy Never)."""
-        for node_dir in sorted((self.dir / "nodes").iterdir()):
-            address = node_dir / "run" / "containerd" / "containerd.sock"
-            subprocess.run(
-                ["ctr", "--address", str(address), "-n", "k8s.io", "images", "import", str(tar)],
-                check=True,
-                capture_output=True,
-            )
+        holders = [
+            pid
+            for name, (pid, _) in self.claim.read()["pids"].items()
+            if name.endswith("-namespace")
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, len(holders))) as pool:
+            list(pool.map(lambda holder: self._import(holder, [tar]), holders))
 
     def down(self) -> None:
         if self.owner() == self.dir:
