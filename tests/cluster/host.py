@@ -9,6 +9,7 @@ real nodes per host at a time: two kube-proxies would fight over the same iptabl
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -271,10 +272,27 @@ class Claim:
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.file)
 
+    @contextlib.contextmanager
+    def locked(self):
+        """One cluster at a time between looking at the claim and taking it."""
+        # The lock is on the parent directory itself, so that no lock file is left behind.
+        fd = os.open(self.dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def starting(self) -> bool:
+        """True while the process that took the claim still runs (its cluster may be starting)."""
+        pid, started = self.read().get("starter", (0, ""))
+        return bool(pid) and process_start_time(pid) == started
+
     def take(self, owner: Path) -> dict:
         """Records the host as it is now, before anything changes, for `owner`."""
         state = {
             "owner": str(owner),
+            "starter": [os.getpid(), process_start_time(os.getpid())],
             "sysctls": read_sysctls(),
             "chains": {f: chains(f) for f in ("iptables", "ip6tables")},
             "links": [],
@@ -286,3 +304,12 @@ class Claim:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def process_start_time(pid: int) -> str:
+    """A process's start time in clock ticks since boot ("" if gone): with the pid, an identity
+    that survives pid reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""

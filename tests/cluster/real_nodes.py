@@ -254,7 +254,7 @@ class RealNodes:
             owner
             and owner != self.dir
             and (owner / "state.json").exists()
-            and RealNodes(owner, None, self.bins, self.cache).healthy()
+            and (self.claim.starting() or RealNodes(owner, None, self.bins, self.cache).healthy())
         ):
             raise SystemExit(
                 f"cluster: real nodes of the cluster in {owner} are up on this host (one "
@@ -265,11 +265,12 @@ class RealNodes:
     def claim_host(self) -> None:
         """Takes the host for this cluster and creates the host address the control plane
         binds; first undoes the leftovers of real nodes whose cluster died."""
-        self.refuse_if_taken()
-        if owner := self.owner():
-            log(f"undoing the host changes left by the real nodes of {owner}")
-            release_host(self.claim)
-        self.claim.take(self.dir)
+        with self.claim.locked():
+            self.refuse_if_taken()
+            if owner := self.owner():
+                log(f"undoing the host changes left by the real nodes of {owner}")
+                release_host(self.claim)
+            self.claim.take(self.dir)
         self._record("links", HOST_LINK)
         host.add_link(HOST_LINK, "bridge", f"{HOST_IP}/32")
 
