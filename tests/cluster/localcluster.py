@@ -9,7 +9,8 @@ official Go modules) on free ports, kwok playing kubelet for fake 8-GPU nodes, a
     python tests/cluster/localcluster.py status [--dir DIR]
 
 This file is the orchestration and the command line; pki.py makes the certificates,
-processes.py starts and stops processes, kwok_nodes.py and real_nodes.py make the nodes.
+control_plane.py the components' command lines, processes.py starts and stops processes,
+kwok_nodes.py and real_nodes.py make the nodes.
 The control plane needs only the standard library (it runs before any venv exists); real nodes
 also need grpcio for their fake GPU plugin. `down` stops only the processes that `up` started
 (by pid, checked against their command line), undoes the real nodes' host changes and removes
@@ -30,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import control_plane
 from kwok_nodes import NodeShape, node_list, node_manifest, ready_node_names
 from pki import make_pki, write_kubeconfig
 from processes import free_port, http_ok, is_ours, log, spawn, stop, wait
@@ -37,8 +39,6 @@ from processes import free_port, http_ok, is_ours, log, spawn, stop, wait
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CACHE = Path(os.environ.get("DARWIN_CACHE", Path.home() / ".cache" / "darwin-operator"))
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.1/16"
 # Re-exported for the callers of this module (tests, demo, bench).
 __all__ = [
     "CACHE",
@@ -255,115 +255,28 @@ class Cluster:
             self.real_nodes().up(real_nodes, shape, server, timeout)
 
     def _start_control_plane(self, state: dict, bins: Binaries, shape: NodeShape) -> None:
-        p, pki, d = state["ports"], self.pki, self.dir
-        host = state.get("apiserver_host", "127.0.0.1")
-        # Without real nodes nothing could reach an endpoint of the `kubernetes` Service.
-        reconciler = "lease" if state.get("real_nodes") else "none"
-        etcd_url = f"http://127.0.0.1:{p['etcd']}"
-        peer_url = f"http://127.0.0.1:{p['etcd-peer']}"
-        self._spawn(
-            state,
-            "etcd",
-            [
-                str(bins.etcd),
-                "--name=default",
-                f"--data-dir={d / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync",
-                "--quota-backend-bytes=8589934592",
-                "--log-level=warn",
-            ],
+        c = control_plane.Layout(
+            self.dir,
+            state["ports"],
+            state.get("apiserver_host", "127.0.0.1"),
+            state.get("real_nodes", 0),
         )
-        wait(lambda: http_ok(f"{etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
-
-        self._spawn(
-            state,
-            "kube-apiserver",
-            [
-                str(bins.apiserver),
-                f"--etcd-servers={etcd_url}",
-                f"--bind-address={host}",
-                f"--advertise-address={host}",
-                f"--secure-port={p['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--authorization-mode=Node,RBAC",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--endpoint-reconciler-type={reconciler}",
-                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP,Hostname",
-                "--allow-privileged=true",
-                "--enable-priority-and-fairness=false",
-                "--v=1",
-            ],
-        )
+        self._spawn(state, "etcd", control_plane.etcd(bins.etcd, c))
+        wait(lambda: http_ok(f"{c.etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
+        self._spawn(state, "kube-apiserver", control_plane.apiserver(bins.apiserver, c))
         wait(
             lambda: self.apiserver_ready(state),
             90,
             "kube-apiserver ready",
             self.logs / "kube-apiserver.log",
         )
-
         self._spawn(
             state,
             "kube-controller-manager",
-            [
-                str(bins.controller_manager),
-                f"--kubeconfig={d / 'controller-manager.kubeconfig'}",
-                f"--authentication-kubeconfig={d / 'controller-manager.kubeconfig'}",
-                f"--authorization-kubeconfig={d / 'controller-manager.kubeconfig'}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={p['controller-manager']}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                "--use-service-account-credentials=true",
-                "--leader-elect=false",
-                "--controllers=*",
-                "--node-monitor-grace-period=20s",
-                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-                f"--cluster-signing-key-file={pki / 'ca.key'}",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-                "--v=1",
-            ],
+            control_plane.controller_manager(bins.controller_manager, c),
         )
-        self._spawn(
-            state,
-            "kube-scheduler",
-            [
-                str(bins.scheduler),
-                f"--kubeconfig={d / 'scheduler.kubeconfig'}",
-                f"--authentication-kubeconfig={d / 'scheduler.kubeconfig'}",
-                f"--authorization-kubeconfig={d / 'scheduler.kubeconfig'}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={p['scheduler']}",
-                "--leader-elect=false",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-                "--v=1",
-            ],
-        )
-        self._spawn(
-            state,
-            "kwok",
-            [
-                str(bins.kwok),
-                f"--kubeconfig={d / 'kwok.kubeconfig'}",
-                f"--config={HERE / 'kwok-stages.yaml'}",
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                "--node-ip=10.0.0.1",
-                f"--cidr={POD_CIDR}",
-                "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{p['kwok']}",
-            ],
-        )
+        self._spawn(state, "kube-scheduler", control_plane.scheduler(bins.scheduler, c))
+        self._spawn(state, "kwok", control_plane.kwok(bins.kwok, c))
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             if not self._alive(state, name):
                 raise SystemExit(f"cluster: {name} exited; see {self.logs / (name + '.log')}")
