@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
             failed += 1
             lines += ["--- stderr (last lines) ---", *done.stderr.rstrip().splitlines()[-20:]]
         lines += ["```", ""]
-    out.write_text("\n".join(lines))
+        out.write_text("\n".join(lines))  # after each one: a later failure keeps the others
     print(f"results: {out.relative_to(REPO)}")
     return 1 if failed else 0
 
