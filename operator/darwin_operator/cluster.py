@@ -44,6 +44,13 @@ class ApiError(Exception):
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
 
+    @property
+    def refused(self) -> bool:
+        """The API server refused the request for a reason a person must fix (Pod Security, a
+        quota, a webhook, an invalid object), not one that passes by itself: gone (404), a
+        conflict (409) or throttling (429)."""
+        return 400 <= self.status < 500 and self.status not in (404, 409, 429)
+
 
 def api_verb(method: str, path: str) -> str:
     """The Kubernetes verb of a request (get or list for a GET, by whether the path names one

@@ -26,6 +26,8 @@ class Reason(StrEnum):
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
     GROUP_BROKEN = "GroupBroken"
     MAX_GROUP_RESTARTS_EXCEEDED = "MaxGroupRestartsExceeded"  # the endpoint is Failed
+    # the API server refused a write (Pod Security, a quota, an admission webhook); retried
+    WRITE_REJECTED = "WriteRejected"
     RECONCILE_ERROR = "ReconcileError"
 
 

@@ -53,6 +53,12 @@ class SpecRejected(Exception):
     """The API server refused an object rendered from the spec: the spec is unusable."""
 
 
+class WriteRejected(Exception):
+    """The API server refused a write for a reason outside the spec's own validity (Pod Security
+    admission, a quota, a webhook): reported on the endpoint, then retried with the worker's
+    error backoff."""
+
+
 @dataclass(frozen=True)
 class Result:
     requeue_after: float | None = None
@@ -123,11 +129,14 @@ class Reconciler:
         )
         notes: list[EventNote] = []
         built = _Built(spec, revision, restarted_at or "", stored)
+        rejected = ""
         try:
             await self._execute(ref, built, plan, notes, now)
         except SpecRejected as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
             return Result()
+        except WriteRejected as e:
+            rejected = str(e)  # reported below; nothing that exists is touched because of it
         if plan.admissions:
             plan = await self._admit(ref, spec, plan, notes)
         views = list(plan.groups)
@@ -144,12 +153,15 @@ class Reconciler:
             blocked_reason=plan.blocked_reason,
             history=plan.health,
             decision=plan.rollout,
+            rejected=rejected,
         )
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
         notes.extend(status.transitions(old, new, now))
         await asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
         _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
+        if rejected:
+            raise WriteRejected(rejected)  # the worker retries with its error backoff
         waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
         return Result(requeue_after=plan.requeue_after, waiting_for_capacity=waiting)
 
@@ -250,6 +262,10 @@ class Reconciler:
         except ApiError as e:
             if e.status in (400, 422):  # Invalid / BadRequest: the rendered object is unusable
                 raise SpecRejected(f"the API server rejected a rendered object: {e.message}") from e
+            if e.refused:
+                raise WriteRejected(
+                    f"the API server refused a write ({e.status}): {e.message}"
+                ) from e
             raise
 
     async def _admit(

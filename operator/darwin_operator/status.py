@@ -226,10 +226,13 @@ def _problem(
     blocked: str,
     groups: Sequence[GroupStatus] = (),
     failure: health.Failure | None = None,
+    rejected: str = "",
 ):
     """(reason, message) of what needs a person's attention, or None."""
     if failure is not None:
         return Reason.MAX_GROUP_RESTARTS_EXCEEDED, failure.message
+    if rejected:
+        return Reason.WRITE_REJECTED, rejected
     if blocked:
         return Reason.SECRET_NOT_FOUND, blocked
     waiting = [v for v in wanted if v.phase == GroupPhase.WAITING_FOR_CAPACITY and v.reason]
@@ -275,8 +278,10 @@ def compute(
     blocked_reason: str = "",
     history: health.History | None = None,
     decision: rollout.Decision | None = None,
+    rejected: str = "",
 ) -> DarwinEndpointStatus:
-    """`decision`: the plan's rollout decision (surge groups above replicas are not surplus)."""
+    """`decision`: the plan's rollout decision (surge groups above replicas are not surplus);
+    `rejected`: the API server's message for a write it refused in this reconcile."""
     past = history or health.History(generation=generation)
     groups = _groups(views, old, now, past)
     spare = set(decision.surge) | set(decision.keep) if decision else set()
@@ -312,7 +317,7 @@ def compute(
             (r for phase, r in _PROGRESS_ORDER if phase in phases),
             "ScalingDown" if surplus else "Reconciling",
         )
-    problem = _problem(spec, wanted, blocked_reason, groups, past.failure)
+    problem = _problem(spec, wanted, blocked_reason, groups, past.failure, rejected)
 
     if past.failure is not None:
         phase = EndpointPhase.FAILED  # terminal until the spec or restartedAt changes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from darwin_operator import capacity, status
+from darwin_operator.cluster import ApiError
 from darwin_operator.events import Reason
 from darwin_operator.planner import GroupView
 from darwin_operator.vocabulary import GroupPhase
@@ -24,7 +25,7 @@ def view(index: int, phase: GroupPhase, **kw) -> GroupView:
     return GroupView(index=index, phase=phase, **{**defaults, **kw})
 
 
-def compute(views, *, old=None, spec=None, now=T0, blocked=""):
+def compute(views, *, old=None, spec=None, now=T0, blocked="", rejected=""):
     return status.compute(
         name="darwin-398b",
         namespace="llm",
@@ -35,6 +36,7 @@ def compute(views, *, old=None, spec=None, now=T0, blocked=""):
         old=old,
         now=now,
         blocked_reason=blocked,
+        rejected=rejected,
     )
 
 
@@ -95,6 +97,38 @@ def test_missing_secret_degrades_with_its_reason():
     s = compute([view(0, GroupPhase.PENDING)], blocked="Secret hf-token not found")
     assert conditions(s)["Degraded"] == ("True", "SecretNotFound")
     assert s.phase == "Degraded"
+
+
+def test_refused_write_degrades_with_the_api_servers_message_until_a_write_succeeds():
+    refusal = (
+        'the API server refused a write (403): pods "darwin-398b-1-0" is forbidden: violates '
+        'PodSecurity "baseline:latest": hostPath volumes (volume "weights")'
+    )
+    groups = [view(0, GroupPhase.READY), view(1, GroupPhase.PENDING, pods=0)]
+    first = compute(groups, rejected=refusal)
+    degraded = next(c for c in first.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason, degraded.message) == (
+        "True",
+        "WriteRejected",
+        refusal,
+    )
+    assert first.phase == "Degraded"
+    assert conditions(first)["Available"][0] == "True"  # group 0 still serves
+    notes = [n for n in status.transitions(None, first) if n.reason == Reason.WRITE_REJECTED]
+    assert [(n.type, n.message) for n in notes] == [("Warning", refusal)]
+    # refused again on the retry: no second event
+    again = compute(groups, old=first, rejected=refusal, now=T0 + 5)
+    assert Reason.WRITE_REJECTED not in [n.reason for n in status.transitions(first, again)]
+    # the write goes through: the condition clears
+    cleared = compute(groups, old=again, now=T0 + 10)
+    assert conditions(cleared)["Degraded"] == ("False", "AsExpected")
+
+
+def test_only_refusals_a_person_must_fix_count_as_refused():
+    refused = {
+        s for s in (400, 401, 403, 404, 409, 422, 429, 500, 503) if ApiError(s, "", "").refused
+    }
+    assert refused == {400, 401, 403, 422}
 
 
 def test_scale_down_counts_only_wanted_groups_as_available():
