@@ -19,13 +19,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
     sys.path.insert(0, str(path))
 
+from bench.stuck import stuck_report  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from tests.e2e.operator_process import OperatorProcess  # noqa: E402
@@ -41,6 +44,18 @@ API_WORKERS = 16
 # Each endpoint: 2 groups of 2 pods x 2 GPUs (TP2 x PP2), 8 GPUs; 50 of them use 400 of 512.
 SHAPE = dict(replicas=2, tp=2, pp=2, pods_per_group=2, ready_after="1s")
 PODS_PER_ENDPOINT = 4
+
+
+@contextmanager
+def stopped_at_the_end(process: OperatorProcess) -> Iterator[None]:
+    """The operator stops with SIGTERM (and must exit 0) when the block ends, and is killed if
+    the block fails or the benchmark is stopped: never left running after the benchmark."""
+    try:
+        yield
+    except BaseException:
+        process.kill()
+        raise
+    assert process.stop() == 0, process.log()
 
 
 class PodWatch:
@@ -102,8 +117,9 @@ class PodWatch:
 
 
 class Bench:
-    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path) -> None:
+    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path, ready_timeout: float) -> None:
         self.kubeconfig, self.kubectl_binary, self.workdir = kubeconfig, kubectl, workdir
+        self.ready_timeout = ready_timeout
         self.api = k8s_config.new_client_from_config(kubeconfig)
         self.core = k8s.CoreV1Api(self.api)
         self.raw = Cluster(load_api_client(kubeconfig), workers=2)
@@ -147,19 +163,26 @@ class Bench:
             extra_args=("--api-workers", str(API_WORKERS)),
             resync_seconds=30,
         ).start()
+        with stopped_at_the_end(process):
+            result = self.measure(process, ns, count)
+        self.drop_namespace(ns)
+        return result
+
+    def measure(self, process: OperatorProcess, ns: str, count: int) -> dict[str, float]:
         cpu_start = process.cpu_seconds()
-        names = [f"ep-{i}" for i in range(count)]
-        items = [endpoint_manifest(n, **SHAPE) for n in names]
+        items = [endpoint_manifest(f"ep-{i}", **SHAPE) for i in range(count)]
         expected = count * PODS_PER_ENDPOINT
         watch = PodWatch(self.kubeconfig, ns)
         started = time.monotonic()
         self.apply(ns, items)
         applied = time.monotonic() - started
         marks: dict[str, float] = {}
-        deadline = started + 600
+        deadline = started + self.ready_timeout
         endpoints_path = f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints"
         while "ready" not in marks:
-            assert time.monotonic() < deadline, process.log()
+            if time.monotonic() > deadline:
+                watch.stop()
+                raise AssertionError(self.stuck(ns, marks, watch, expected, process))
             seen, gated = watch.counts()
             if seen == expected:
                 marks.setdefault("created", watch.last_created - started)
@@ -176,7 +199,7 @@ class Bench:
             process.rss_peak_kib()
             time.sleep(0.1)
         watch.stop()
-        result = {
+        return {
             "endpoints": count,
             "pods": expected,
             "apply": applied,
@@ -184,9 +207,26 @@ class Bench:
             "cpu_seconds": process.cpu_seconds() - cpu_start,
             "peak_rss_mib": process.rss_peak_kib() / 1024,
         }
-        assert process.stop() == 0, process.log()
-        self.drop_namespace(ns)
-        return result
+
+    def stuck(
+        self, ns: str, marks: dict, watch: PodWatch, expected: int, process: OperatorProcess
+    ) -> str:
+        """What the cluster looks like when the endpoints are not all Ready in time: the last
+        lines of the output (what bench/run.py keeps) must tell where they stopped."""
+        seen, gated = watch.counts()
+        endpoints = self.raw.request_sync(
+            "GET", f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints"
+        )["items"]
+        pods = self.raw.request_sync("GET", f"/api/v1/namespaces/{ns}/pods")["items"]
+        nodes = self.raw.request_sync("GET", "/api/v1/nodes")["items"]
+        return "\n".join(
+            [
+                process.log(),
+                f"not all Ready after {self.ready_timeout:g} s; reached: {marks or 'nothing'}; "
+                f"the pod watch saw {seen} of {expected} pods, {gated} gated",
+                *stuck_report(endpoints, pods, nodes),
+            ]
+        )
 
     def apply(self, ns: str, items: list[dict]) -> None:
         self.kubectl(
@@ -211,13 +251,13 @@ class Bench:
             namespaces=(ns,),
             extra_args=("--api-workers", str(API_WORKERS)),
         ).start()
-        deadline = time.monotonic() + 300
-        while watch.counts()[0] < expected:
-            assert time.monotonic() < deadline, process.log()
-            time.sleep(0.1)
-        rate = (expected - 1) / (watch.last_created - watch.first_created)
-        watch.stop()
-        assert process.stop() == 0, process.log()
+        with stopped_at_the_end(process):
+            deadline = time.monotonic() + 300
+            while watch.counts()[0] < expected:
+                assert time.monotonic() < deadline, process.log()
+                time.sleep(0.1)
+            rate = (expected - 1) / (watch.last_created - watch.first_created)
+            watch.stop()
         self.drop_namespace(ns)
         return rate
 
@@ -253,6 +293,12 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--counts", default="1,10,50")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600,
+        help="seconds from apply to all Ready before the run fails with an account of the pods",
+    )
     args = parser.parse_args()
     # stopped from outside, still stop the cluster it started (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -267,7 +313,7 @@ def main() -> int:
         local.up(args.nodes, NodeShape(), timeout=300)
         kubeconfig = str(local.kubeconfig)
     try:
-        bench = Bench(kubeconfig, str(Binaries.from_cache().kubectl), workdir)
+        bench = Bench(kubeconfig, str(Binaries.from_cache().kubectl), workdir, args.ready_timeout)
         bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         bench.kubectl(
             "wait",
