@@ -172,8 +172,10 @@ def test_missing_secret_and_unmatched_selector_are_reported_while_others_are_ser
 def test_admitted_group_that_cannot_be_scheduled_is_torn_down_and_gated_again(
     cluster, crd_installed, namespace, tmp_path
 ):
-    # The GPUs fit, but no node has 500 CPUs: the scheduler leaves the pods Unschedulable,
-    # as it would if another workload had taken the GPUs after admission.
+    # The GPUs fit, but no node has the extra device the pods ask for. Admission counts GPUs,
+    # CPU, memory, ephemeral storage and pods, not devices a node does not report, so it admits
+    # the group and the scheduler leaves the pods Unschedulable, as it would if another workload
+    # had taken the room after admission.
     process = OperatorProcess(
         cluster.kubeconfig,
         tmp_path / "operator.log",
@@ -182,7 +184,7 @@ def test_admitted_group_that_cannot_be_scheduled_is_torn_down_and_gated_again(
     ).start()
     try:
         manifest = endpoint_manifest("greedy", replicas=1, tp=1, pp=2, pods_per_group=2)
-        manifest["spec"]["resources"] = {"cpu": "500"}
+        manifest["spec"]["resources"] = {"extra": {"example.com/nic": "1"}}
         apply(cluster, namespace, manifest)
         first = wait_for(
             lambda: {
@@ -208,7 +210,7 @@ def test_admitted_group_that_cannot_be_scheduled_is_torn_down_and_gated_again(
         )
         assert timeout_event["type"] == "Warning"
         assert "not scheduled within 4s" in timeout_event["message"]
-        assert "Insufficient cpu" in timeout_event["message"]
+        assert "Insufficient example.com/nic" in timeout_event["message"]
         # recreated whole: new pods under the same names
         wait_for(
             lambda: (
