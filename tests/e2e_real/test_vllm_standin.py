@@ -7,11 +7,16 @@ Service from their leader; kubectl logs and exec work on the pods.
 from __future__ import annotations
 
 from tests.e2e.checks import apply
+from tests.e2e.waiting import wait_for
 from tests.e2e_real import standin_endpoints as se
 from tests.e2e_real import standin_fixtures as sf
 from tests.e2e_real.standin_fixtures import standin_image, weights, weights_dir
 
 __all__ = ["standin_image", "weights", "weights_dir"]  # fixtures the tests use
+
+
+def _served(answer: se.Answer) -> se.Answer | None:
+    return answer if answer.status == 200 else None
 
 
 def test_reference_shapes_serve_through_the_client_service(
@@ -22,8 +27,14 @@ def test_reference_shapes_serve_through_the_client_service(
     for name, pods in (("per-stage", 3), ("one-pod", 1)):
         sf.ready(cluster, namespace, name)
         leader = se.leader(cluster, namespace, name)
-        answer = se.complete(se.service_address(cluster, namespace, name), name)
-        assert answer.status == 200, answer
+        address = se.service_address(cluster, namespace, name)
+        # Ready in status comes before the EndpointSlice controller and kube-proxy have put the
+        # leader behind the ClusterIP: wait for the route, then check who answered.
+        answer = wait_for(
+            lambda address=address, name=name: _served(se.complete(address, name, timeout=5)),
+            timeout=60,
+            what=f"an answer through the {name} client Service",
+        )
         assert answer.served_by == se.hostname(leader), answer
         assert answer.body["usage"]["completion_tokens"] == 4
         assert len(sf.pods(cluster, namespace, name)) == pods
