@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 CONTAINER_NAME = "stage"
 MARKER_NAME = ".darwin-staged.json"
+STAGED_DIR = "staged"  # under the weights volume: staged/<org--name>/<revision>/
+HF_HOME_DIR = "hf-home"
+WEIGHTS_VOLUME = "weights"
 DEFAULT_REVISION = "main"
 TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE_CHARS = 1024  # the kubelet keeps at most 4096 bytes per container
@@ -111,21 +115,28 @@ _INCOMPLETE = FAILURE_BY_REASON["DownloadIncomplete"]
 _OTHER = FAILURE_BY_REASON["StagingFailed"]
 
 
-def marker_path(target_dir: str) -> str:
-    """The completion marker of a staged directory: present only after a checked download."""
-    return f"{target_dir.rstrip('/')}/{MARKER_NAME}"
-
-
 def revision_dir_name(revision: str | None) -> str:
     """A revision as one path segment (branches may hold slashes: refs/pr/1)."""
     return (revision or DEFAULT_REVISION).replace("/", "--")
 
 
-def model_dir(cache_root: str, model_id: str, revision: str | None) -> str:
-    """Where one model revision is staged under a cache root: one directory per revision,
-    so a new revision is staged beside the one being served and the old one removed whole."""
+def model_dir(cache_dir: str, model_id: str, revision: str | None) -> str:
+    """Where one model revision is staged on the weights volume mounted at cache_dir: one
+    directory per revision, so a new revision is staged beside the one being served, the old
+    one is removed whole, and vLLM loads the directory itself (HF_HUB_OFFLINE=1: no hub call,
+    no lock files, so the volume may be mounted read-only)."""
     model = model_id.replace("/", "--")
-    return f"{cache_root.rstrip('/')}/staged/{model}/{revision_dir_name(revision)}"
+    return f"{cache_dir.rstrip('/')}/{STAGED_DIR}/{model}/{revision_dir_name(revision)}"
+
+
+def marker_path(cache_dir: str, model_id: str, revision: str | None) -> str:
+    """The completion marker of a staged revision: present only after a checked download."""
+    return f"{model_dir(cache_dir, model_id, revision)}/{MARKER_NAME}"
+
+
+def hf_home(cache_dir: str) -> str:
+    """HF_HOME on the weights volume, for the staging pods and the engine alike."""
+    return f"{cache_dir.rstrip('/')}/{HF_HOME_DIR}"
 
 
 def _classify_function() -> str:
@@ -232,13 +243,23 @@ def staging_script() -> str:
     )
 
 
+def _token_env(token_secret_ref: Any) -> list[dict]:
+    """HF_TOKEN from model.tokenSecretRef (api.SecretKeyRef or a {"name", "key"} dict)."""
+    if token_secret_ref is None:
+        return []
+    if isinstance(token_secret_ref, dict):
+        name, key = token_secret_ref["name"], token_secret_ref.get("key", "token")
+    else:
+        name, key = token_secret_ref.name, token_secret_ref.key
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]
+
+
 def staging_env(
     model_id: str,
     revision: str | None,
-    target_dir: str,
-    token_secret_ref: dict | None,
+    cache_dir: str,
+    token_secret_ref: Any,
     *,
-    hf_home: str | None = None,
     extra_env: list[dict] | None = None,
 ) -> list[dict]:
     """The staging container's environment: its inputs, then hf's settings, then the user's
@@ -246,7 +267,8 @@ def staging_env(
     env = [
         {"name": "DARWIN_MODEL", "value": model_id},
         {"name": "DARWIN_REVISION", "value": revision or DEFAULT_REVISION},
-        {"name": "DARWIN_TARGET", "value": target_dir},
+        {"name": "DARWIN_TARGET", "value": model_dir(cache_dir, model_id, revision)},
+        {"name": "HF_HOME", "value": hf_home(cache_dir)},
         # The full traceback names hf's exception (RevisionNotFoundError, 401 Client Error ...),
         # which is what the script classifies; the token is redacted from hf's debug lines.
         {"name": "HF_DEBUG", "value": "1"},
@@ -254,52 +276,34 @@ def staging_env(
         {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
     ]
-    if hf_home is not None:
-        env.append({"name": "HF_HOME", "value": hf_home})
-    if token_secret_ref is not None:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": token_secret_ref["name"],
-                        "key": token_secret_ref.get("key", "token"),
-                    }
-                },
-            }
-        )
-    return env + list(extra_env or [])
+    return env + _token_env(token_secret_ref) + list(extra_env or [])
+
+
+def _weights_mount(cache_dir: str) -> list[dict]:
+    return [{"name": WEIGHTS_VOLUME, "mountPath": cache_dir}]
 
 
 def staging_container(
     model_id: str,
     revision: str | None,
-    target_dir: str,
-    token_secret_ref: dict | None,
+    cache_dir: str,
+    token_secret_ref: Any,
     image: str,
     *,
-    volume_mounts: list[dict] | None = None,
-    hf_home: str | None = None,
     extra_env: list[dict] | None = None,
     resources: dict | None = None,
 ) -> dict:
-    """The container (core/v1 Container as a dict) that stages model_id@revision in target_dir.
+    """The container (core/v1 Container as a dict) that stages model_id@revision into
+    model_dir(cache_dir, ...) on the volume `weights`, which it mounts (writable) at cache_dir.
 
-    token_secret_ref is model.tokenSecretRef as a dict ({"name", "key"}) or None; volume_mounts
-    must make target_dir (and hf_home) writable."""
+    token_secret_ref: model.tokenSecretRef (api.SecretKeyRef, a {"name", "key"} dict or None);
+    extra_env: spec.engine.env (HF_ENDPOINT, proxies)."""
     container = {
         "name": CONTAINER_NAME,
         "image": image,
         "command": ["bash", "-c", staging_script()],
-        "env": staging_env(
-            model_id,
-            revision,
-            target_dir,
-            token_secret_ref,
-            hf_home=hf_home,
-            extra_env=extra_env,
-        ),
-        "volumeMounts": list(volume_mounts or []),
+        "env": staging_env(model_id, revision, cache_dir, token_secret_ref, extra_env=extra_env),
+        "volumeMounts": _weights_mount(cache_dir),
         "terminationMessagePath": TERMINATION_LOG,
         # A container killed before the script wrote its message still reports hf's last lines.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -307,6 +311,27 @@ def staging_container(
     if resources is not None:
         container["resources"] = resources
     return container
+
+
+# The marker goes first: a half-removed directory never looks staged.
+_PRUNE_SCRIPT = """set -eu
+rm -f "$DARWIN_TARGET/__MARKER__"
+rm -rf "$DARWIN_TARGET"
+rmdir "$(dirname "$DARWIN_TARGET")" 2>/dev/null || true
+echo "removed $DARWIN_TARGET"
+"""
+
+
+def prune_container(model_id: str, revision: str | None, cache_dir: str, image: str) -> dict:
+    """The container that removes one staged revision (exit 0 also when it is not there)."""
+    return {
+        "name": "prune",
+        "image": image,
+        "command": ["bash", "-c", _PRUNE_SCRIPT.replace("__MARKER__", MARKER_NAME)],
+        "env": [{"name": "DARWIN_TARGET", "value": model_dir(cache_dir, model_id, revision)}],
+        "volumeMounts": _weights_mount(cache_dir),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def parse_staging_failure(terminated: dict | None) -> tuple[str, str] | None:

@@ -6,19 +6,22 @@ classification of hf's output runs (bash, no hf), one known line per failure."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from darwin_operator import staging
+from darwin_operator.api import SecretKeyRef
 
+MODEL = "FINAL-Bench/Darwin-398B-JGOS"
 TARGET = "/models/staged/FINAL-Bench--Darwin-398B-JGOS/main"
 
 
 def container(**changes):
     args = {
-        "model_id": "FINAL-Bench/Darwin-398B-JGOS",
+        "model_id": MODEL,
         "revision": "main",
-        "target_dir": TARGET,
+        "cache_dir": "/models",
         "token_secret_ref": {"name": "hf-token", "key": "token"},
         "image": "vllm/vllm-openai:v0.33.0",
     } | changes
@@ -30,17 +33,25 @@ def env_of(c):
 
 
 def test_the_container_runs_hf_in_the_engine_image_with_its_inputs_in_the_environment():
-    c = container(volume_mounts=[{"name": "weights", "mountPath": "/models"}])
+    c = container()
     assert c["image"] == "vllm/vllm-openai:v0.33.0"
     assert c["command"][:2] == ["bash", "-c"]
     assert "hf download" in c["command"][2] and "hf cache verify" in c["command"][2]
     env = env_of(c)
-    assert env["DARWIN_MODEL"]["value"] == "FINAL-Bench/Darwin-398B-JGOS"
+    assert env["DARWIN_MODEL"]["value"] == MODEL
     assert env["DARWIN_REVISION"]["value"] == "main"
     assert env["DARWIN_TARGET"]["value"] == TARGET
+    assert env["HF_HOME"]["value"] == "/models/hf-home"
     assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf-token", "key": "token"}}
     assert c["volumeMounts"] == [{"name": "weights", "mountPath": "/models"}]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_the_token_reference_may_be_the_api_model():
+    ref = SecretKeyRef(name="hub", key="t")
+    assert env_of(container(token_secret_ref=ref))["HF_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "hub", "key": "t"}
+    }
 
 
 def test_no_token_no_hf_token_and_the_users_env_comes_last():
@@ -48,20 +59,41 @@ def test_no_token_no_hf_token_and_the_users_env_comes_last():
         token_secret_ref=None,
         revision=None,
         extra_env=[{"name": "HF_ENDPOINT", "value": "http://mirror:8080"}],
-        hf_home="/models/hf-home",
     )
     names = [e["name"] for e in c["env"]]
     assert "HF_TOKEN" not in names
     assert names[-1] == "HF_ENDPOINT"
     assert env_of(c)["DARWIN_REVISION"]["value"] == "main"
-    assert env_of(c)["HF_HOME"]["value"] == "/models/hf-home"
 
 
 def test_layout_one_directory_per_revision_with_the_marker_inside():
     d = staging.model_dir("/mnt/nvme/", "org/model", "refs/pr/1")
     assert d == "/mnt/nvme/staged/org--model/refs--pr--1"
     assert staging.model_dir("/m", "org/model", None).endswith("/org--model/main")
-    assert staging.marker_path(d + "/") == d + "/" + staging.MARKER_NAME
+    assert staging.marker_path("/mnt/nvme", "org/model", "refs/pr/1") == (
+        d + "/" + staging.MARKER_NAME
+    )
+
+
+def test_prune_removes_the_marker_first_then_the_revision(tmp_path):
+    cache = tmp_path / "models"
+    target = Path(staging.model_dir(str(cache), "org/m", "main"))
+    other = Path(staging.model_dir(str(cache), "org/m", "v2"))
+    for d in (target, other):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "w.safetensors").write_bytes(b"x")
+        Path(staging.marker_path(str(cache), "org/m", d.name)).write_text("{}")
+    c = staging.prune_container("org/m", "main", str(cache), "img")
+    assert c["volumeMounts"] == [{"name": "weights", "mountPath": str(cache)}]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    for _ in range(2):  # a second run finds nothing and succeeds
+        subprocess.run(c["command"], env=env, check=True, capture_output=True, timeout=30)
+        assert not target.exists() and other.exists()
+    assert script_order(c["command"][2], "rm -f", "rm -rf")
+
+
+def script_order(script, first, second):
+    return script.index(first) < script.index(second)
 
 
 def test_exit_codes_and_reasons_are_distinct_and_clear_of_shell_and_signal_codes():
