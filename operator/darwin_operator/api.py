@@ -286,23 +286,69 @@ class SecretKeyRef(_Model):
     """Key in the Secret that holds the token."""
 
 
+class CacheStaging(StrEnum):
+    """Who puts the weights into the cache volume, and when."""
+
+    NONE = "None"  # vLLM downloads into the volume itself when a pod starts
+    PER_NODE = "PerNode"  # the volume is local to each node: staged on every eligible node
+    SHARED = "Shared"  # one volume all nodes share: staged once per volume
+
+
+# A usable absolute path: not "/", no empty, "." or ".." segment.
+ABSOLUTE_PATH_PATTERN = r"^(/[^/]+)+/?$"
+_PATH_SEGMENTS_OK = Rule(
+    cel="!self.matches('(^|/)[.][.]?(/|$)')",
+    message="must not contain '.' or '..' segments",
+    check=lambda p: not any(s in (".", "..") for s in p.split("/")),
+)
+CachePath = Annotated[
+    str,
+    AfterValidator(_PATH_SEGMENTS_OK.validator()),
+    Field(min_length=2, max_length=4096, pattern=ABSOLUTE_PATH_PATTERN),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 2,
+            "maxLength": 4096,
+            "pattern": ABSOLUTE_PATH_PATTERN,
+            "x-kubernetes-validations": [_PATH_SEGMENTS_OK.schema()],
+        }
+    ),
+]
+
+
 class ModelCache(_Model):
     """The weights volume: exactly one of persistentVolumeClaim or hostPath."""
 
     persistent_volume_claim: str | None = Field(
         default=None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN
     )
-    """Name of a PersistentVolumeClaim (ReadOnlyMany or ReadWriteMany) holding the weights."""
-    host_path: str | None = Field(default=None, max_length=4096, pattern=r"^/")
-    """A directory on every GPU node holding the weights (e.g. local NVMe)."""
-    mount_path: str = Field(default="/models", max_length=4096, pattern=r"^/")
-    """Where the volume is mounted; vLLM downloads into it (--download-dir)."""
+    """Name of a PersistentVolumeClaim holding the weights: ReadWriteMany/ReadOnlyMany for
+    staging Shared, or bound to a local PersistentVolume whose nodeAffinity spans the GPU nodes
+    for staging PerNode (works under Pod Security "baseline", unlike hostPath)."""
+    host_path: CachePath | None = None
+    """An absolute directory on every GPU node holding the weights (e.g. local NVMe); needs Pod
+    Security "privileged"."""
+    mount_path: CachePath = "/models"
+    """Where the volume is mounted, absolute; vLLM downloads into it (--download-dir)."""
+    staging: CacheStaging = CacheStaging.NONE
+    """None: vLLM downloads into the volume when a pod starts. PerNode: the volume is local to
+    each node; the operator downloads the model at its revision on every eligible node, in one
+    staging pod per node and revision, places groups on nodes that hold it and lifts a group's
+    gates only once all its nodes do. Shared: one staging pod per volume and revision before
+    any group starts."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel="has(self.persistentVolumeClaim) != has(self.hostPath)",
             message="set exactly one of persistentVolumeClaim or hostPath",
             check=lambda c: (c.persistent_volume_claim is None) != (c.host_path is None),
+        ),
+        Rule(
+            cel="!has(self.hostPath) || self.staging != 'Shared'",
+            message="staging Shared needs a persistentVolumeClaim: a hostPath is local to a node",
+            check=lambda c: c.host_path is None or c.staging != CacheStaging.SHARED,
+            field_path=".staging",
         ),
     )
 
@@ -648,7 +694,12 @@ class HealthSpec(_Model):
 
     startup_timeout_seconds: int = Field(default=3600, ge=10, le=MAX_STARTUP_TIMEOUT_SECONDS)
     """Weights take minutes to load; a group not Ready this long after admission is recreated
-    (timed by the operator: a change applies to running groups without replacing them)."""
+    (timed by the operator: a change applies to running groups without replacing them). With
+    model.cache.staging the gates are lifted only once the weights are on the group's nodes, so
+    this times the load (phase Loading), never the download."""
+    download_timeout_seconds: int = Field(default=10800, ge=60, le=7 * 86400)
+    """With model.cache.staging: how long one staging pod may download (phase Downloading)
+    before it is stopped and retried with backoff."""
     max_group_restarts: int = Field(default=5, ge=0, le=1000)
     """Group recreations allowed within restartWindowSeconds; past it the endpoint is Failed."""
     restart_window_seconds: int = Field(default=3600, ge=60, le=604800)
@@ -887,6 +938,24 @@ class GroupStatus(_Model):
     startup: list[PhaseTime] = Field(default_factory=list)
     """The phases of the group's latest start (WaitingForCapacity, Scheduling, Starting, Ready)
     and the time spent in each."""
+    nodes: list[str] = Field(default_factory=list)
+    """With model.cache.staging: the nodes the group's pods last ran on; a recreated group goes
+    back to them (warm page cache, local copy) when they are healthy and have the GPUs."""
+
+
+class NodeWeights(_Model):
+    """With model.cache.staging: the model at a revision on one node (or the shared volume)."""
+
+    node: str = ""
+    """The node; empty for a Shared volume."""
+    model: str
+    revision: str
+    state: str
+    """Staged (complete, marker written), Downloading, Failed (retried with backoff) or Pruning."""
+    since: str | None = None
+    message: str = ""
+    pod: str = ""
+    """The staging pod that is the record of it."""
 
 
 class HealthFailure(_Model):
@@ -929,6 +998,9 @@ class DarwinEndpointStatus(_Model):
     )
     groups: list[GroupStatus] = Field(default_factory=list)
     health: HealthStatus | None = None
+    weights: list[NodeWeights] = Field(default_factory=list)
+    """With model.cache.staging: which nodes hold which model@revision for this endpoint (the
+    staging pods, labelled serving.darwin.ai/role=staging, are the record)."""
 
 
 def _name_ok(metadata: dict[str, Any]) -> bool:

@@ -133,6 +133,37 @@ BAD = [
     ),
     ("model-name-like-a-flag", endpoint(model__name="--model"), "spec.model.name"),
     (
+        "cache-relative-host-path",
+        endpoint(model__cache={"hostPath": "mnt/nvme", "staging": "PerNode"}),
+        "spec.model.cache.hostPath",
+    ),
+    ("cache-empty-host-path", endpoint(model__cache={"hostPath": ""}), "spec.model.cache.hostPath"),
+    (
+        "cache-root-mount-path",
+        endpoint(model__cache={"hostPath": "/w", "mountPath": "/"}),
+        "mountPath",
+    ),
+    (
+        "cache-dot-dot-path",
+        endpoint(model__cache={"hostPath": "/mnt/../etc"}),
+        "must not contain '.' or '..' segments",
+    ),
+    (
+        "cache-shared-host-path",
+        endpoint(model__cache={"hostPath": "/w", "staging": "Shared"}),
+        "staging Shared needs a persistentVolumeClaim",
+    ),
+    (
+        "cache-unknown-staging",
+        endpoint(model__cache={"hostPath": "/w", "staging": "Eager"}),
+        "PerNode",
+    ),
+    (
+        "download-timeout-too-short",
+        endpoint(health={"downloadTimeoutSeconds": 5}),
+        "downloadTimeoutSeconds",
+    ),
+    (
         "operator-label-in-pod-metadata",
         endpoint(podMetadata={"labels": {"serving.darwin.ai/serving": "true"}}),
         "belong to the operator",
