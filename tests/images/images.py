@@ -17,6 +17,8 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +50,59 @@ sys.exit(main())
 """
 
 
+# The hub client of vLLM 0.33.0's image (the version in the vLLM venv; tests/staging checks):
+# the staging pods run its `hf download` in the stand-in image as they would in vLLM's.
+HF_CLIENT_VERSION = "2.4.0"
+HF_CLIENT_DIR = "/opt/hf-client"
+HF_CLIENT_MARKER = ".darwin-hf-client-complete"
+
+_HF_LAUNCHER = f"""#!/usr/bin/python3
+# hf, the Hugging Face hub client (huggingface_hub {HF_CLIENT_VERSION}, as in vLLM's image).
+import sys
+
+sys.path.insert(0, "{HF_CLIENT_DIR}")
+from huggingface_hub.cli.hf import main
+
+sys.exit(main())
+""".encode()
+
+
+def hf_client_tree() -> Path:
+    """huggingface_hub and its dependencies, pip-installed once into the cache (PyPI)."""
+    final = rootfs.cache_root() / f"hf-client-{HF_CLIENT_VERSION}"
+    if (final / HF_CLIENT_MARKER).is_file():
+        return final
+    with rootfs.locked(final.with_name(f".{final.name}.lock")):
+        if (final / HF_CLIENT_MARKER).is_file():
+            return final
+        tmp = final.with_name(f".{final.name}.tmp.{os.getpid()}")
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            rootfs.log(f"pip install huggingface_hub=={HF_CLIENT_VERSION} for the image")
+            pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile"]
+            pip += ["--disable-pip-version-check", "--target", str(tmp)]
+            subprocess.run(
+                [*pip, f"huggingface_hub=={HF_CLIENT_VERSION}"], check=True, stdout=sys.stderr
+            )
+            shutil.rmtree(tmp / "bin", ignore_errors=True)  # scripts naming the host's python
+            (tmp / HF_CLIENT_MARKER).write_text(HF_CLIENT_VERSION + "\n")
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _hf_client_files() -> list[FileEntry]:
+    tree = hf_client_tree()
+    entries = [FileEntry("/usr/local/bin/hf", _HF_LAUNCHER, 0o755)]
+    for path in sorted(tree.rglob("*")):
+        if path.is_file() and path.name != HF_CLIENT_MARKER and "__pycache__" not in path.parts:
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            relative = path.relative_to(tree).as_posix()
+            entries.append(FileEntry(f"{HF_CLIENT_DIR}/{relative}", path.read_bytes(), mode))
+    return entries
+
+
 @dataclass(frozen=True)
 class Image:
     tag: str
@@ -70,7 +125,7 @@ IMAGES: dict[str, Image] = {
     "vllm-standin": Image(
         tag=STANDIN_IMAGE,
         packages=("python3",),
-        files=_standin_files,
+        files=lambda: _standin_files() + _hf_client_files(),
         config={
             "Env": [f"PATH={PATH}", "PYTHONUNBUFFERED=1"],
             "Cmd": ["vllm", "--help"],

@@ -27,6 +27,10 @@ def cache(tmp_path, monkeypatch):
     (fs / "usr" / "bin" / "python3").write_text("#!/bin/sh\n")
     (fs / "bin").symlink_to("usr/bin")
     (fs / rootfs.MARKER).write_text("test")
+    hf = rootfs.cache_root() / f"hf-client-{images.HF_CLIENT_VERSION}"  # as pip leaves it
+    (hf / "huggingface_hub").mkdir(parents=True)
+    (hf / "huggingface_hub" / "__init__.py").write_text("")
+    (hf / images.HF_CLIENT_MARKER).write_text("test")
     return rootfs.cache_root()
 
 
@@ -60,6 +64,8 @@ def test_the_archive_is_a_docker_archive(cache):
     assert base["bin"].issym()
     assert "opt/vllm-standin/vllm_standin/serve_flags.json" in app
     assert app["usr/local/bin/vllm"].mode == 0o755
+    assert app["usr/local/bin/hf"].mode == 0o755  # the staging pods' hub client
+    assert "opt/hf-client/huggingface_hub/__init__.py" in app
 
 
 def test_a_second_build_reuses_the_archive(cache):
