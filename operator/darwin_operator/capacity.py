@@ -26,6 +26,10 @@ class GroupDemand:
     topology_key: str = ""  # if set, all pods in one domain of this node label
     product: str = ""  # GPU product label value, for messages only
     room: tuple[tuple[str, int], ...] = ()  # each pod's CPU (millicores), memory, ..., pods: 1
+    # staged weights (weights.py): only these nodes hold the group's weights (None: any node),
+    # and these (the group's last nodes) are taken first when they have room
+    only_nodes: frozenset[str] | None = None
+    prefer: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,16 @@ def _has_room(left: Mapping[str, int] | None, need: Iterable[tuple[str, int]]) -
 
 
 def _place(
-    count: int, size: int, pool: Mapping[str, int], room: Room | None = None, need=()
+    count: int,
+    size: int,
+    pool: Mapping[str, int],
+    room: Room | None = None,
+    need=(),
+    prefer: Sequence[str] = (),
 ) -> tuple[str, ...] | None:
     """Best-fit placement of `count` pods of `size` GPUs (and `need` of room each), or None if
-    they do not all fit. Best fit: the fullest node that takes the pod, so whole nodes stay free."""
+    they do not all fit. Best fit: the fullest node that takes the pod, so whole nodes stay free;
+    nodes in `prefer` (where the group ran before: warm caches) before any other."""
     left = dict(pool)
     room_left = {name: dict(room[name]) for name in pool if name in room} if room else {}
     chosen: list[str] = []
@@ -127,7 +137,7 @@ def _place(
         ]
         if not candidates:
             return None
-        best = min(candidates, key=lambda name: (left[name], name))
+        best = min(candidates, key=lambda name: (name not in prefer, left[name], name))
         left[best] -= size
         for resource, amount in need:
             if resource in room_left.get(best, {}):
@@ -188,6 +198,8 @@ def fit(
         reason = _exclusion(node, demand.placement, demand.resource)
         if reason is None and demand.topology_key and demand.topology_key not in node.label_map:
             reason = f"no {demand.topology_key} label"
+        if reason is None and demand.only_nodes is not None and node.name not in demand.only_nodes:
+            reason = "without the weights staged"
         if reason is not None:
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
@@ -200,7 +212,7 @@ def fit(
 
     for domain in sorted(set(domain_of.values())):
         pool = {name: f for name, f in eligible.items() if domain_of[name] == domain}
-        placed = _place(demand.pods, demand.gpus_per_pod, pool, room, demand.room)
+        placed = _place(demand.pods, demand.gpus_per_pod, pool, room, demand.room, demand.prefer)
         if placed is not None:
             return Fit(True, placed, f"{need}; fits on {', '.join(sorted(set(placed)))}")
     gpus_alone = any(

@@ -199,6 +199,35 @@ class Cluster:
                 return None
             raise
 
+    async def staging_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's staging and prune pods (weights.py): the record of staged weights."""
+        selector = f"{vocabulary.LABEL_ROLE} in (staging,prune)"
+        result = await self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)]
+        )
+        return result.get("items") or []
+
+    async def claim_exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the PersistentVolumeClaim exists; None when the operator may not look."""
+        path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+        try:
+            return await self.request("GET", path, fine=[404]) is not None
+        except ApiError as e:
+            if e.status == 403:
+                return None
+            raise
+
+    async def add_pod_owner(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None:
+        """Add an owner to a pod (an endpoint sharing a staged copy); one that is gone is fine."""
+        patch = [{"op": "add", "path": "/metadata/ownerReferences/-", "value": dict(owner)}]
+        await self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            body=patch,
+            content_type="application/json-patch+json",
+            fine=[404, 422],
+        )
+
     async def list_nodes(self) -> list[dict[str, Any]] | None:
         """Every node (for the health of the nodes holding group members); None when the
         operator may not list nodes."""

@@ -28,6 +28,8 @@ class Reason(StrEnum):
     MAX_GROUP_RESTARTS_EXCEEDED = "MaxGroupRestartsExceeded"  # the endpoint is Failed
     # the API server refused a write (Pod Security, a quota, an admission webhook); retried
     WRITE_REJECTED = "WriteRejected"
+    # weights could not be staged (model.cache.staging): the cause is in the message
+    STAGING_FAILED = "StagingFailed"
     RECONCILE_ERROR = "ReconcileError"
 
 

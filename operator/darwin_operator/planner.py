@@ -459,7 +459,7 @@ class _Planner:
         in this reconcile's status first; once there, the group shows Broken and is created
         again as any recreated group (missing)."""
         memory = self.remembered.get(index)
-        started = (GroupPhase.STARTING, GroupPhase.READY)
+        started = (GroupPhase.STARTING, GroupPhase.LOADING, GroupPhase.READY)
         if memory is None or memory.pods == 0 or memory.phase not in started:
             return None
         finding = health.Finding(

@@ -16,7 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from darwin_operator import api, metrics, planner, render, revisions, status, validation, writes
+from darwin_operator import (
+    api,
+    metrics,
+    planner,
+    render,
+    revisions,
+    staged,
+    status,
+    validation,
+    writes,
+)
 from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
@@ -31,6 +41,7 @@ from darwin_operator.vocabulary import (
     GroupPhase,
     parse_time,
 )
+from darwin_operator.weights_step import WeightsStep
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +93,7 @@ class Reconciler:
         self.config = config or PlannerConfig()
         self.clock = clock
         self.admitter = Admitter(cluster, clock)
+        self.weights = WeightsStep(cluster)
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         started = time.monotonic()
@@ -127,6 +139,12 @@ class Reconciler:
             rollout_in_progress=bool(old and old.rollout_started_at),
             remembered=_memory(old),
         )
+        # Staged weights (model.cache.staging): staging pods first, then the plan bent around
+        # where the weights are (staged.py).
+        staging = await self.weights.prepare(ref, spec, revision, observed, stored, now)
+        if staging is not None:
+            wplan, copies = staging
+            plan = staged.restrict(plan, wplan, observed, copies, staged.last_nodes(old))
         notes: list[EventNote] = []
         built = _Built(spec, revision, restarted_at or "", stored)
         rejected = ""
@@ -139,6 +157,8 @@ class Reconciler:
             rejected = str(e)  # reported below; nothing that exists is touched because of it
         if plan.admissions:
             plan = await self._admit(ref, spec, plan, notes)
+        if staging is not None:
+            plan = staged.settle(plan, wplan)
         views = list(plan.groups)
 
         new = status.compute(
@@ -155,6 +175,8 @@ class Reconciler:
             decision=plan.rollout,
             rejected=rejected,
         )
+        if staging is not None:
+            notes.extend(staged.report(new, old, wplan, observed, now))
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
         notes.extend(status.transitions(old, new, now))
@@ -162,8 +184,14 @@ class Reconciler:
         _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
         if rejected:
             raise WriteRejected(rejected)  # the worker retries with its error backoff
-        waiting = any(v.phase == GroupPhase.WAITING_FOR_CAPACITY for v in views)
-        return Result(requeue_after=plan.requeue_after, waiting_for_capacity=waiting)
+        waiting = any(
+            v.phase in (GroupPhase.WAITING_FOR_CAPACITY, GroupPhase.DOWNLOADING) for v in views
+        )
+        requeue = plan.requeue_after
+        if staging is not None:
+            ahead = [d - now for d in wplan.deadlines if d > now]
+            requeue = min([requeue, *ahead] if requeue is not None else ahead, default=None)
+        return Result(requeue_after=requeue, waiting_for_capacity=waiting)
 
     async def _observe(
         self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec

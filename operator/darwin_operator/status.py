@@ -40,9 +40,11 @@ _PROGRESS_ORDER = (
     (GroupPhase.TERMINATING, "RecreatingGroups"),
     (GroupPhase.BACKING_OFF, "BackingOff"),
     (GroupPhase.PENDING, "CreatingGroups"),
+    (GroupPhase.DOWNLOADING, "Downloading"),
     (GroupPhase.WAITING_FOR_CAPACITY, "WaitingForCapacity"),
     (GroupPhase.SCHEDULING, "Scheduling"),
     (GroupPhase.STARTING, "Starting"),
+    (GroupPhase.LOADING, "Loading"),
     (GroupPhase.BROKEN, "GroupBroken"),
 )
 

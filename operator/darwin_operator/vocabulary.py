@@ -112,8 +112,10 @@ def leader_selector(endpoint: str) -> str:
 class GroupPhase(StrEnum):
     PENDING = "Pending"  # pods being created
     WAITING_FOR_CAPACITY = "WaitingForCapacity"  # gated; the whole group does not fit yet
+    DOWNLOADING = "Downloading"  # gated; no nodes with free GPUs hold its weights yet (staging)
     SCHEDULING = "Scheduling"  # gates lifted, not every pod bound yet
     STARTING = "Starting"  # every pod bound, not every pod Ready
+    LOADING = "Loading"  # Starting, with staged weights: loading them from the node's disk
     READY = "Ready"
     BROKEN = "Broken"  # a member failed: the group is recreated whole (health.py)
     BACKING_OFF = "BackingOff"  # deleted after a failure; created again when its backoff ends
@@ -124,9 +126,11 @@ class GroupPhase(StrEnum):
 # The phases of a start, in the order a group goes through them (status startup spans, metrics).
 STARTUP_ORDER = (
     GroupPhase.PENDING,
+    GroupPhase.DOWNLOADING,
     GroupPhase.WAITING_FOR_CAPACITY,
     GroupPhase.SCHEDULING,
     GroupPhase.STARTING,
+    GroupPhase.LOADING,
     GroupPhase.READY,
 )
 
