@@ -19,7 +19,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BENCHMARKS = ("bench_operator.py", "bench_rollout.py", "bench_metrics.py", "bench_shutdown.py")
+BENCHMARKS = (
+    "bench_operator.py",
+    "bench_rollout.py",
+    "bench_metrics.py",
+    "bench_shutdown.py",
+    "bench_weights.py",
+)
 
 
 def machine() -> str:

@@ -50,6 +50,7 @@ _NOT_IN_PODS = {
         "max_group_restarts",
         "restart_window_seconds",
         "startup_timeout_seconds",
+        "download_timeout_seconds",  # times the staging pods, not the group's
         "leader_unready_seconds",
     },
     "placement": {"gang"},
