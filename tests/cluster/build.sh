@@ -2,8 +2,9 @@
 # Builds the test control plane from the official Go modules at pinned versions into a cache outside
 # the repo. Each component is built only when its binary for that version is missing, so a machine
 # pays the cold build once.
-# Usage: build.sh [kubernetes|etcd|kwok|helm|prometheus-crds|node|coredns]...
-# (default: all but node and coredns, which only real nodes need)
+# Usage: build.sh [kubernetes|etcd|kwok|helm|prometheus-crds|node|coredns|lws]...
+# (default: all but node and coredns, which only real nodes need, and lws, which only
+# bench/bench_vs_lws.py needs)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -106,12 +107,30 @@ build_prometheus_crds() {
   install_dir "$dest" _copy_crds
 }
 
+# LeaderWorkerSet's manager (the comparison in bench/bench_vs_lws.py) from the wrapper module in
+# build/lws, and from the same module's source its CRDs and webhook configurations with the
+# patches its kustomization applies.
+build_lws() {
+  local dest=$bin/lws-$LWS_VERSION module=sigs.k8s.io/lws
+  [ -x "$dest/manager" ] && return
+  log "lws $LWS_VERSION"
+  _build_lws() {
+    local dir
+    (cd "$here/build/lws" && go build -trimpath \
+      -ldflags "-s -w -X $module/pkg/version.GitVersion=$LWS_VERSION" -o "$1/manager" "$module/cmd")
+    dir=$(cd "$here/build/lws" && go list -m -f '{{.Dir}}' "$module")
+    cp "$dir"/config/crd/bases/*.yaml "$1/"
+    cp "$dir"/config/webhook/{manifests,mutating-patch,validating-patch}.yaml "$1/"
+  }
+  install_dir "$dest" _build_lws
+}
+
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok kubernetes helm prometheus-crds)
 for c in "${components[@]}"; do
   case $c in
-    kubernetes|etcd|kwok|helm|node|coredns) "build_$c" ;;
+    kubernetes|etcd|kwok|helm|node|coredns|lws) "build_$c" ;;
     prometheus-crds) build_prometheus_crds ;;
-    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm, prometheus-crds, node, coredns)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown component '$c' (kubernetes, etcd, kwok, helm, prometheus-crds, node, coredns, lws)" >&2; exit 2 ;;
   esac
 done

@@ -39,3 +39,8 @@ def test_fake_node_looks_like_a_b200_box():
         labels["darwin.test/rack"] == "rack-2" and labels["topology.kubernetes.io/zone"] == "zone-1"
     )
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+
+
+def test_lws_pin_matches_wrapper_module():
+    gomod = CLUSTER / "build" / "lws" / "go.mod"
+    assert required_version(gomod, "sigs.k8s.io/lws") == versions()["LWS_VERSION"]
