@@ -17,18 +17,14 @@ import statistics
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator"):
-    sys.path.insert(0, str(path))
+import cluster_setup  # noqa: F401 - the repo's test tooling on the import path
+import prometheus_client
+from tests.e2e.checks import free_port
+from tests.specs import spec_doc
+from tests.unit.fake_cluster import FakeCluster, endpoint_object
 
-import prometheus_client  # noqa: E402
-from tests.e2e.checks import free_port  # noqa: E402
-from tests.specs import spec_doc  # noqa: E402
-from tests.unit.fake_cluster import FakeCluster, endpoint_object  # noqa: E402
-
-from darwin_operator.reconciler import Reconciler  # noqa: E402
+from darwin_operator.reconciler import Reconciler
 
 
 async def reconcile_to_ready(namespace: str, name: str) -> None:

@@ -14,29 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
-    sys.path.insert(0, str(path))
+from cluster_setup import REPO, BenchCluster, PodStream, add_cluster_arguments, bench_cluster
+from stuck import stuck_report
+from tests.e2e.operator_process import OperatorProcess
+from tests.specs import endpoint_manifest
 
-from bench.stuck import stuck_report  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
-from kubernetes import config as k8s_config  # noqa: E402
-from tests.e2e.operator_process import OperatorProcess  # noqa: E402
-from tests.specs import endpoint_manifest  # noqa: E402
-
-from darwin_operator import render  # noqa: E402
-from darwin_operator.api import DarwinEndpointSpec  # noqa: E402
-from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
+from darwin_operator import render
+from darwin_operator.api import DarwinEndpointSpec
 
 CRD_FILE = REPO / "crds" / "serving.darwin.ai_darwinendpoints.yaml"
 # The operator's concurrent API requests (darwin-operator run --api-workers, its default).
@@ -59,46 +50,22 @@ def stopped_at_the_end(process: OperatorProcess) -> Iterator[None]:
 
 
 class PodWatch:
-    """Watches a namespace's pods in a thread and notes, as events arrive, when the last pod
-    appeared and when the last scheduling gate went: polling full pod lists instead would load
-    the API server and this machine's CPUs, and skew what is measured."""
+    """Notes from a namespace's pod watch, as events arrive, when the last pod appeared and when
+    the last scheduling gate went."""
 
     def __init__(self, kubeconfig: str, namespace: str) -> None:
-        raw = Cluster(load_api_client(kubeconfig), workers=1)  # a connection of its own
         self._gated: dict[str, bool] = {}
         self._lock = threading.Lock()
         self.first_created = self.last_created = self.last_ungated = 0.0
-        method, url, headers, _, _ = raw.client.param_serialize(
-            method="GET",
-            resource_path=f"/api/v1/namespaces/{namespace}/pods",
-            query_params=[("watch", "true")],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        self._response = raw.client.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=False, timeout=None
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._stream = PodStream(kubeconfig, namespace, self._event)
 
-    def _run(self) -> None:
-        buffer = b""
-        try:
-            for chunk in self._response.stream(65536):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    self._event(json.loads(line))
-        except Exception:  # the watch is closed by stop()
+    def _event(self, kind: str, pod: dict, now: float) -> None:
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
-
-    def _event(self, event: dict) -> None:
-        pod = event["object"]
         name = pod["metadata"]["name"]
         gated = bool(pod["spec"].get("schedulingGates"))
-        now = time.monotonic()
         with self._lock:
-            if event["type"] == "DELETED":
+            if kind == "DELETED":
                 self._gated.pop(name, None)
                 return
             if name not in self._gated:
@@ -113,46 +80,21 @@ class PodWatch:
             return len(self._gated), sum(self._gated.values())
 
     def stop(self) -> None:
-        self._response.shutdown()  # ends the stream; the connection is not reused
+        self._stream.stop()
 
 
 class Bench:
-    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path, ready_timeout: float) -> None:
-        self.kubeconfig, self.kubectl_binary, self.workdir = kubeconfig, kubectl, workdir
+    def __init__(self, cluster: BenchCluster, ready_timeout: float) -> None:
+        self.cluster, self.kubeconfig, self.workdir = cluster, cluster.kubeconfig, cluster.workdir
+        self.kubectl = cluster.kubectl
         self.ready_timeout = ready_timeout
-        self.api = k8s_config.new_client_from_config(kubeconfig)
-        self.core = k8s.CoreV1Api(self.api)
-        self.raw = Cluster(load_api_client(kubeconfig), workers=2)
-
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        import subprocess
-
-        result = subprocess.run(
-            [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args],
-            input=input,
-            text=True,
-            capture_output=True,
-            check=True,
-        )
-        return result.stdout
+        self.raw = cluster.raw()
 
     def namespace(self, name: str) -> str:
-        self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-        deadline = time.monotonic() + 30
-        while not any(
-            sa.metadata.name == "default"
-            for sa in self.core.list_namespaced_service_account(name).items
-        ):
-            assert time.monotonic() < deadline, "no default ServiceAccount"
-            time.sleep(0.1)
-        return name
+        return self.cluster.create_namespace(name)
 
     def drop_namespace(self, name: str) -> None:
-        self.core.delete_namespace(name)
-        deadline = time.monotonic() + 180
-        while any(ns.metadata.name == name for ns in self.core.list_namespace().items):
-            assert time.monotonic() < deadline, f"namespace {name} not deleted"
-            time.sleep(0.5)
+        self.cluster.delete_namespace(name, timeout=180)
 
     def run_endpoints(self, count: int) -> dict[str, float]:
         ns = self.namespace(f"bench-{count}-{int(time.time())}")
@@ -290,8 +232,7 @@ class Bench:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
-    parser.add_argument("--nodes", type=int, default=64)
+    add_cluster_arguments(parser, nodes=64)
     parser.add_argument("--counts", default="1,10,50")
     parser.add_argument(
         "--ready-timeout",
@@ -300,35 +241,14 @@ def main() -> int:
         help="seconds from apply to all Ready before the run fails with an account of the pods",
     )
     args = parser.parse_args()
-    # stopped from outside, still stop the cluster it started (the finally below)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    from localcluster import Binaries, Cluster, NodeShape
-
-    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-"))
-    local = None
-    kubeconfig = args.kubeconfig
-    if not kubeconfig:
-        local = Cluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=300)
-        kubeconfig = str(local.kubeconfig)
-    try:
-        bench = Bench(kubeconfig, str(Binaries.from_cache().kubectl), workdir, args.ready_timeout)
-        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        bench.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/darwinendpoints.serving.darwin.ai",
-        )
+    with bench_cluster(args, "darwin-bench-") as cluster:
+        bench = Bench(cluster, args.ready_timeout)
+        cluster.apply_crds(CRD_FILE, "darwinendpoints.serving.darwin.ai")
         rows = [bench.run_endpoints(int(c)) for c in args.counts.split(",")]
         largest = max(int(c) for c in args.counts.split(","))
         resumed = bench.resume(largest)
         sequential = bench.plain_loop(largest, threads=1)
         concurrent = bench.plain_loop(largest, threads=API_WORKERS)
-    finally:
-        if local is not None:
-            local.down()
 
     print(f"\noperator benchmark: {args.nodes} nodes, each endpoint 2 groups x 2 pods x 2 GPUs")
     print("seconds from `kubectl apply` (which itself takes `apply s` to hand the endpoints over)")
@@ -351,7 +271,7 @@ def main() -> int:
     print(f"  plain POST loop, {same}: {concurrent:7.1f} pods/s")
     print(f"  plain POST loop, 1 thread: {sequential:7.1f} pods/s")
     print(f"  operator / plain loop at the same concurrency: {resumed / concurrent:.2f}")
-    print(f"operator logs: {workdir}")
+    print(f"operator logs: {cluster.workdir}")
     return 0
 
 

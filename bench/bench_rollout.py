@@ -17,24 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
-    sys.path.insert(0, str(path))
-
-from kubernetes import client as k8s  # noqa: E402
-from kubernetes import config as k8s_config  # noqa: E402
-from tests.e2e.operator_process import OperatorProcess  # noqa: E402
-from tests.specs import endpoint_manifest  # noqa: E402
-
-from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
+from cluster_setup import REPO, BenchCluster, PodStream, add_cluster_arguments, bench_cluster
+from tests.e2e.operator_process import OperatorProcess
+from tests.specs import endpoint_manifest
 
 CRD_FILE = REPO / "crds" / "serving.darwin.ai_darwinendpoints.yaml"
 PODS_PER_GROUP = 3
@@ -42,44 +32,20 @@ LABEL = "serving.darwin.ai/"
 
 
 class GroupTimes:
-    """Watches a namespace's pods in a thread and notes, per group and pod uid, when its first
-    pod appeared and when its last pod turned Ready: polling full pod lists instead would load
-    the API server and this machine's CPUs, and skew what is measured."""
+    """Notes from a namespace's pod watch, per group and pod uid, when its first pod appeared
+    and when its last pod turned Ready."""
 
     def __init__(self, kubeconfig: str, namespace: str) -> None:
-        raw = Cluster(load_api_client(kubeconfig), workers=1)  # a connection of its own
         self._lock = threading.Lock()
         self.created: dict[str, float] = {}  # pod uid -> first seen
         self.ready: dict[str, float] = {}  # pod uid -> first seen Ready
         self.group_of: dict[str, tuple[int, str]] = {}  # pod uid -> (group, revision)
-        method, url, headers, _, _ = raw.client.param_serialize(
-            method="GET",
-            resource_path=f"/api/v1/namespaces/{namespace}/pods",
-            query_params=[("watch", "true")],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        self._response = raw.client.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=False, timeout=None
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._watch = PodStream(kubeconfig, namespace, self._event)
 
-    def _run(self) -> None:
-        buffer = b""
-        try:
-            for chunk in self._response.stream(65536):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    self._event(json.loads(line))
-        except Exception:  # the watch is closed by stop()
+    def _event(self, kind: str, pod: dict, now: float) -> None:
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
-
-    def _event(self, event: dict) -> None:
-        pod = event["object"]
         uid, labels = pod["metadata"]["uid"], pod["metadata"].get("labels") or {}
-        now = time.monotonic()
         ready = any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in (pod.get("status") or {}).get("conditions") or []
@@ -104,43 +70,14 @@ class GroupTimes:
             ]
 
     def stop(self) -> None:
-        self._response.shutdown()
+        self._watch.stop()
 
 
 class Bench:
-    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path) -> None:
-        self.kubeconfig, self.kubectl_binary, self.workdir = kubeconfig, kubectl, workdir
-        self.core = k8s.CoreV1Api(k8s_config.new_client_from_config(kubeconfig))
-        self.raw = Cluster(load_api_client(kubeconfig), workers=2)
-
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        import subprocess
-
-        return subprocess.run(
-            [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args],
-            input=input,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout
-
-    def namespace(self, name: str) -> str:
-        self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-        deadline = time.monotonic() + 30
-        while not any(
-            sa.metadata.name == "default"
-            for sa in self.core.list_namespaced_service_account(name).items
-        ):
-            assert time.monotonic() < deadline, "no default ServiceAccount"
-            time.sleep(0.1)
-        return name
-
-    def drop_namespace(self, name: str) -> None:
-        self.core.delete_namespace(name)
-        deadline = time.monotonic() + 300
-        while any(ns.metadata.name == name for ns in self.core.list_namespace().items):
-            assert time.monotonic() < deadline, f"namespace {name} not deleted"
-            time.sleep(0.5)
+    def __init__(self, cluster: BenchCluster) -> None:
+        self.cluster, self.kubeconfig, self.workdir = cluster, cluster.kubeconfig, cluster.workdir
+        self.kubectl = cluster.kubectl
+        self.raw = cluster.raw()
 
     def status(self, ns: str, name: str) -> dict:
         path = f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints/{name}"
@@ -164,7 +101,7 @@ class Bench:
             time.sleep(0.1)
 
     def run(self, groups: int, max_unavailable: int | str) -> dict:
-        ns = self.namespace(f"bench-rollout-{groups}-{int(time.time())}")
+        ns = self.cluster.create_namespace(f"bench-rollout-{groups}-{int(time.time())}")
         process = OperatorProcess(
             self.kubeconfig, self.workdir / f"operator-{groups}.log", namespaces=(ns,)
         )
@@ -194,7 +131,7 @@ class Bench:
         finally:
             watch.stop()
             assert process.stop() == 0, process.log()
-        self.drop_namespace(ns)
+        self.cluster.delete_namespace(ns)
         unavailable = (
             int(max_unavailable)
             if isinstance(max_unavailable, int)
@@ -214,43 +151,22 @@ class Bench:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
-    parser.add_argument("--nodes", type=int, default=48)  # 64 groups x 6 GPUs = 48 x 8
+    add_cluster_arguments(parser, nodes=48)  # 64 groups x 6 GPUs = 48 x 8
     parser.add_argument(
         "--runs",
         default="4:1,16:1,64:1,64:25%",
         help="groups:maxUnavailable pairs, comma separated",
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the cluster it started
-
-    from localcluster import Binaries, Cluster, NodeShape
-
-    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-rollout-"))
-    local = None
-    kubeconfig = args.kubeconfig
-    if not kubeconfig:
-        local = Cluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=300)
-        kubeconfig = str(local.kubeconfig)
     rows = []
-    try:
-        bench = Bench(kubeconfig, str(Binaries.from_cache().kubectl), workdir)
-        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        bench.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/darwinendpoints.serving.darwin.ai",
-        )
+    with bench_cluster(args, "darwin-bench-rollout-") as cluster:
+        bench = Bench(cluster)
+        cluster.apply_crds(CRD_FILE, "darwinendpoints.serving.darwin.ai")
         for pair in args.runs.split(","):
             groups, unavailable = pair.split(":")
             value: int | str = unavailable if unavailable.endswith("%") else int(unavailable)
             rows.append(bench.run(int(groups), value))
             print(f"  done: {rows[-1]}", file=sys.stderr)
-    finally:
-        if local is not None:
-            local.down()
 
     print(
         f"\nrollout benchmark: {args.nodes} nodes; groups of 3 pods x 2 GPUs, Ready at start, "
@@ -273,7 +189,7 @@ def main() -> int:
         "\ngroup s: median create-to-Ready of one new group in that rollout; bound s: steps x "
         "group s, the fastest the limits allow; s/step over: what each step takes beyond that"
     )
-    print(f"operator logs: {workdir}")
+    print(f"operator logs: {cluster.workdir}")
     return 0
 
 

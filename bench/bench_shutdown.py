@@ -22,21 +22,13 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
-    sys.path.insert(0, str(path))
+from cluster_setup import DARWIN_CRDS, BenchCluster, add_cluster_arguments, bench_cluster
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.slow_api import SlowApi
+from tests.specs import endpoint_manifest
 
-from tests.e2e.operator_process import OperatorProcess  # noqa: E402
-from tests.e2e.slow_api import SlowApi  # noqa: E402
-from tests.specs import endpoint_manifest  # noqa: E402
-
-from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
-
-CRDS = REPO / "charts" / "darwin-operator" / "crds"
 SHAPE = dict(replicas=2, tp=2, pp=2, pods_per_group=2, ready_after="1s")
 PODS_PER_ENDPOINT = 4
 PEERING = "bench-shutdown"
@@ -44,20 +36,12 @@ BUDGET_SPENT = "still stopping after"  # shutdown.py's line when the budget cut 
 
 
 class Bench:
-    def __init__(self, kubeconfig: str, kubectl: str, workdir: Path, budget: float | None):
-        self.kubeconfig, self.kubectl_binary, self.workdir = kubeconfig, kubectl, workdir
+    def __init__(self, cluster: BenchCluster, budget: float | None):
+        self.kubeconfig, self.workdir = cluster.kubeconfig, cluster.workdir
+        self.kubectl = cluster.kubectl
         self.budget = budget
-        self.raw = Cluster(load_api_client(kubeconfig), workers=2)
+        self.raw = cluster.raw()
         self.runs = 0
-
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        return subprocess.run(
-            [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args],
-            input=input,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout
 
     def pod_count(self, namespace: str) -> int:
         listing = self.raw.request_sync(
@@ -147,8 +131,7 @@ class Bench:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
-    parser.add_argument("--nodes", type=int, default=64)
+    add_cluster_arguments(parser, nodes=64)
     parser.add_argument("--counts", default="50,300")
     parser.add_argument(
         "--api-latency",
@@ -162,32 +145,17 @@ def main() -> int:
         help="passed to the operator; default: the operator's own default",
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    from localcluster import Binaries, Cluster, NodeShape
-
-    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-stop-"))
-    local = None
-    kubeconfig = args.kubeconfig
-    if not kubeconfig:
-        local = Cluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=300)
-        kubeconfig = str(local.kubeconfig)
-    try:
-        kubectl = str(Binaries.from_cache().kubectl)
-        bench = Bench(kubeconfig, kubectl, workdir, args.shutdown_seconds)
-        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-        for crd in ("darwinendpoints.serving.darwin.ai", "kopfpeerings.kopf.dev"):
-            bench.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    with bench_cluster(args, "darwin-bench-stop-") as cluster:
+        bench = Bench(cluster, args.shutdown_seconds)
+        cluster.apply_crds(
+            DARWIN_CRDS, "darwinendpoints.serving.darwin.ai", "kopfpeerings.kopf.dev"
+        )
         rows = [
             row
             for latency in args.api_latency.split(",")
             for count in args.counts.split(",")
             for row in bench.run(int(count), float(latency))
         ]
-    finally:
-        if local is not None:
-            local.down()
 
     budget = "default" if args.shutdown_seconds is None else f"{args.shutdown_seconds:g} s"
     print(f"\nSIGTERM to exit: {args.nodes} nodes, each endpoint 2 groups x 2 pods x 2 GPUs")
@@ -206,7 +174,7 @@ def main() -> int:
             f"{'yes' if r['cut'] else 'no':>10} {'yes' if r['released'] else 'no':>16} "
             f"{carried:>21}"
         )
-    print(f"operator logs: {workdir}")
+    print(f"operator logs: {cluster.workdir}")
     return 0
 
 

@@ -1,0 +1,160 @@
+"""What the benchmarks share: the repo's test tooling on the import path, a local cluster (started
+here and stopped at the end, or one that is already up), kubectl, CRDs and namespaces, a pod
+watch and a process's CPU time.
+
+A benchmark imports this module first: running `python bench/X.py` puts bench/ on the path,
+and this module adds the two roots pytest's `pythonpath` names (the repo, for `tests.*`, and
+tests/cluster, whose tools import each other by bare name) so no script edits sys.path itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _root in (REPO / "tests" / "cluster", REPO):
+    if str(_root) not in sys.path:
+        sys.path.insert(0, str(_root))
+
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
+from localcluster import Binaries, NodeShape  # noqa: E402
+from localcluster import Cluster as LocalCluster  # noqa: E402
+
+from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
+
+DARWIN_CRDS = REPO / "charts" / "darwin-operator" / "crds"
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, nodes: int) -> None:
+    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    parser.add_argument("--nodes", type=int, default=nodes, help="kwok nodes of a started cluster")
+
+
+@dataclass
+class BenchCluster:
+    kubeconfig: str
+    workdir: Path  # logs of what the benchmark starts
+    local: LocalCluster | None  # None: a cluster that was already up
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return subprocess.run(
+            [str(Binaries.from_cache().kubectl), "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    def apply_crds(self, path: Path, *names: str) -> None:
+        """Server-side apply of a CRD file or directory, then wait until each is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        for name in names:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(k8s_config.new_client_from_config(self.kubeconfig))
+
+    def raw(self, workers: int = 2) -> Cluster:
+        return Cluster(load_api_client(self.kubeconfig), workers=workers)
+
+    def create_namespace(self, name: str) -> str:
+        """A namespace, once its default ServiceAccount exists (pods need it)."""
+        core = self.core()
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+        deadline = time.monotonic() + 30
+        while not any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ):
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {name}"
+            time.sleep(0.1)
+        return name
+
+    def delete_namespace(self, name: str, timeout: float = 300) -> None:
+        core = self.core()
+        core.delete_namespace(name)
+        deadline = time.monotonic() + timeout
+        while any(ns.metadata.name == name for ns in core.list_namespace().items):
+            assert time.monotonic() < deadline, f"namespace {name} not deleted"
+            time.sleep(0.5)
+
+    def component_pid(self, name: str) -> int | None:
+        """The pid of a control-plane process of a cluster started here (e.g.
+        kube-controller-manager), None for a cluster that was already up."""
+        return self.local.state().get("pids", {}).get(name) if self.local else None
+
+
+@contextmanager
+def bench_cluster(args: argparse.Namespace, prefix: str) -> Iterator[BenchCluster]:
+    """The cluster a benchmark runs on: `--kubeconfig`'s, or one of `--nodes` kwok nodes started
+    here and stopped when the block ends, also when the benchmark is stopped with SIGTERM."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    local = None
+    kubeconfig = args.kubeconfig
+    if not kubeconfig:
+        local = LocalCluster(workdir / "cluster")
+        local.up(args.nodes, NodeShape(), timeout=300)
+        kubeconfig = str(local.kubeconfig)
+    try:
+        yield BenchCluster(kubeconfig, workdir, local)
+    finally:
+        if local is not None:
+            local.down()
+
+
+class PodStream:
+    """Calls `on_event(type, pod, monotonic time)` for every pod event of a namespace, from a
+    thread: polling full pod lists instead would load the API server and this machine's CPUs,
+    and skew what is measured."""
+
+    def __init__(
+        self, kubeconfig: str, namespace: str, on_event: Callable[[str, dict, float], None]
+    ) -> None:
+        raw = Cluster(load_api_client(kubeconfig), workers=1)  # a connection of its own
+        self._on_event = on_event
+        method, url, headers, _, _ = raw.client.param_serialize(
+            method="GET",
+            resource_path=f"/api/v1/namespaces/{namespace}/pods",
+            query_params=[("watch", "true")],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        self._response = raw.client.rest_client.pool_manager.request(
+            method, url, headers=headers, preload_content=False, timeout=None
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(65536):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    event = json.loads(line)
+                    self._on_event(event["type"], event["object"], time.monotonic())
+        except Exception:  # the watch is closed by stop()
+            return
+
+    def stop(self) -> None:
+        self._response.shutdown()  # ends the stream; the connection is not reused
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
