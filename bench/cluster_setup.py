@@ -50,19 +50,30 @@ class BenchCluster:
     local: LocalCluster | None  # None: a cluster that was already up
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        return subprocess.run(
+        done = subprocess.run(
             [str(Binaries.from_cache().kubectl), "--kubeconfig", self.kubeconfig, *args],
             input=input,
             text=True,
             capture_output=True,
-            check=True,
-        ).stdout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
+        return done.stdout
 
-    def apply_crds(self, path: Path, *names: str) -> None:
+    def apply_crds(self, path: Path, *names: str, timeout: float = 120) -> None:
         """Server-side apply of a CRD file or directory, then wait until each is Established."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        raw = self.raw(workers=1)
+        deadline = time.monotonic() + timeout
         for name in names:
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+            # polled here: `kubectl wait` fails outright while a large CRD has no conditions yet
+            crd = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            while not any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (raw.request_sync("GET", crd).get("status") or {}).get("conditions") or []
+            ):
+                assert time.monotonic() < deadline, f"CRD {name} not Established"
+                time.sleep(0.2)
 
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(k8s_config.new_client_from_config(self.kubeconfig))
