@@ -22,6 +22,7 @@ REPO = HERE.parent
 BENCHMARKS = (
     "bench_operator.py",
     "bench_rollout.py",
+    "bench_vs_lws.py",
     "bench_metrics.py",
     "bench_shutdown.py",
     "bench_weights.py",

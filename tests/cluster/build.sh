@@ -121,6 +121,7 @@ build_lws() {
     dir=$(cd "$here/build/lws" && go list -m -f '{{.Dir}}' "$module")
     cp "$dir"/config/crd/bases/*.yaml "$1/"
     cp "$dir"/config/webhook/{manifests,mutating-patch,validating-patch}.yaml "$1/"
+    chmod u+w "$1"/*.yaml  # the module cache is read-only
   }
   install_dir "$dest" _build_lws
 }
