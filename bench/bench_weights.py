@@ -23,19 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator", REPO / "tests" / "cluster", REPO / "bench"):
-    sys.path.insert(0, str(path))
-
-from bench_rollout import CRD_FILE, Bench  # noqa: E402
-from tests.e2e.operator_process import OperatorProcess  # noqa: E402
-from tests.specs import endpoint_manifest  # noqa: E402
+from bench_rollout import CRD_FILE, Bench
+from cluster_setup import add_cluster_arguments, bench_cluster
+from tests.e2e.operator_process import OperatorProcess
+from tests.specs import endpoint_manifest
 
 GROUPS = 4
 NAME = "weights"
@@ -65,7 +59,8 @@ class WeightsBench(Bench):
             time.sleep(0.1)
 
     def run(self, local: bool, download: float, load: float) -> dict:
-        ns = self.namespace(f"bench-weights-{'local' if local else 'hub'}-{int(time.time())}")
+        mode = "local" if local else "hub"
+        ns = self.cluster.create_namespace(f"bench-weights-{mode}-{int(time.time())}")
         process = OperatorProcess(
             self.kubeconfig, self.workdir / f"operator-{ns}.log", namespaces=(ns,)
         )
@@ -87,7 +82,7 @@ class WeightsBench(Bench):
             first = self.status(ns, NAME)["updateRevision"]
 
             started = time.monotonic()
-            self.core.delete_namespaced_pod(f"{NAME}-0-0", ns)
+            self.cluster.core().delete_namespaced_pod(f"{NAME}-0-0", ns)
             self.wait(lambda: self.ready_on(ns, None, restarts=1), process.log)
             failure = time.monotonic() - started
 
@@ -98,48 +93,28 @@ class WeightsBench(Bench):
             rollout = time.monotonic() - started
         finally:
             assert process.stop() == 0, process.log()
-        self.drop_namespace(ns)
+        self.cluster.delete_namespace(ns)
         return {"failure": failure, "rollout": rollout}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    add_cluster_arguments(parser, nodes=GROUPS)
     parser.add_argument("--gigabytes", type=float, default=800.0)
     parser.add_argument("--hub-gbps", type=float, default=1.25, help="GB/s from the hub, per node")
     parser.add_argument("--nvme-gbps", type=float, default=25.0, help="GB/s from local NVMe")
     parser.add_argument("--scale", type=float, default=0.05, help="simulated s per modelled s")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the cluster it started
-
-    from localcluster import Binaries, Cluster, NodeShape
-
     download = args.gigabytes / args.hub_gbps
     load = args.gigabytes / args.nvme_gbps
-    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-weights-"))
-    local_cluster = None
-    kubeconfig = args.kubeconfig
-    if not kubeconfig:
-        local_cluster = Cluster(workdir / "cluster")
-        local_cluster.up(GROUPS, NodeShape(), timeout=300)
-        kubeconfig = str(local_cluster.kubeconfig)
     results = {}
-    try:
-        bench = WeightsBench(kubeconfig, str(Binaries.from_cache().kubectl), workdir)
-        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        bench.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/darwinendpoints.serving.darwin.ai",
-        )
+    with bench_cluster(args, "darwin-bench-weights-") as cluster:
+        bench = WeightsBench(cluster)
+        cluster.apply_crds(CRD_FILE, "darwinendpoints.serving.darwin.ai")
         for local in (False, True):
             measured = bench.run(local, download * args.scale, load * args.scale)
             results[local] = {k: v / args.scale for k, v in measured.items()}
             print(f"  done: local={local} {measured} (simulated seconds)", file=sys.stderr)
-    finally:
-        if local_cluster is not None:
-            local_cluster.down()
 
     floors = {
         False: {"failure": download + load, "rollout": GROUPS * (download + load)},
@@ -166,7 +141,7 @@ def main() -> int:
         "each step loads. The operator's own seconds are multiplied by 1/scale in the measured "
         "column."
     )
-    print(f"operator logs: {workdir}")
+    print(f"operator logs: {cluster.workdir}")
     return 0
 
 
