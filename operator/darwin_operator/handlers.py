@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from darwin_operator import api, credentials, vocabulary
+from darwin_operator import api, credentials, vocabulary, weights
 
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
 
@@ -75,6 +75,14 @@ async def pod_event(
     phase = (body.get("status") or {}).get("phase")
     if event.get("type") == "DELETED" or phase in ("Succeeded", "Failed"):
         memo.controller.trigger_waiting()  # GPUs were freed
+
+
+@kopf.on.event("", "v1", "pods", labels={weights.LABEL_WEIGHTS: kopf.PRESENT})
+async def staging_pod_event(namespace: str, body: Any, memo: kopf.Memo, **_: Any) -> None:
+    # A staging pod that finishes lets the groups of every endpoint using the copy start.
+    for owner in body.get("metadata", {}).get("ownerReferences") or ():
+        if owner.get("kind") == api.KIND:
+            memo.controller.trigger(namespace, owner["name"])
 
 
 def _not_ready(body: Any, **_: Any) -> bool:

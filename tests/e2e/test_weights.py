@@ -238,3 +238,78 @@ def test_a_missing_claim_is_a_condition_and_an_event(cluster, crd_installed, nam
     assert "StagingFailed" in event_reasons(cluster, namespace, "noclaim")
     assert not pods(cluster, namespace, STAGING)
     assert all(is_gated(p) for p in endpoint_pods(cluster, namespace, "noclaim"))
+
+
+def test_a_missing_token_secret_stages_nothing_and_says_so(
+    cluster, crd_installed, namespace, operator
+):
+    volume = node_local_volume(cluster, namespace)
+    try:
+        manifest = staged_manifest("nosecret", staged_after="1s")
+        manifest["spec"]["model"]["tokenSecretRef"] = {"name": "hf-token"}
+        apply(cluster, namespace, manifest)
+
+        def reported():
+            c = condition(endpoint_status(cluster, namespace, "nosecret"), "WeightsReady")
+            return c.get("reason") == "SecretNotFound" and c
+
+        c = wait_for(reported, timeout=60, what="WeightsReady=False SecretNotFound")
+        assert "Secret hf-token" in c["message"]
+        assert "StagingFailed" in event_reasons(cluster, namespace, "nosecret")
+        assert not pods(cluster, namespace, STAGING)
+    finally:
+        cluster.kubectl("delete", "dwe", "--all", "-n", namespace, "--wait=false")
+        k8s.CoreV1Api(cluster.api).delete_persistent_volume(volume)
+
+
+def test_a_revision_the_hub_does_not_have_keeps_the_old_groups_serving(
+    cluster, crd_installed, namespace, operator
+):
+    wait_for_idle_gpus(cluster)
+    volume = node_local_volume(cluster, namespace)
+    try:
+        apply(cluster, namespace, staged_manifest("norev", staged_after="1s"))
+        wait_for(
+            lambda: endpoint_status(cluster, namespace, "norev").get("readyReplicas") == 2,
+            timeout=120,
+            what="2 groups Ready on v1",
+        )
+        before = {p["metadata"]["uid"] for p in endpoint_pods(cluster, namespace, "norev")}
+        manifest = staged_manifest("norev", staged_after="600s")
+        manifest["spec"]["model"]["revision"] = "no-such-revision"
+        apply(cluster, namespace, manifest)
+        missing = wait_for(
+            lambda: staging_pods(cluster, namespace, "no-such-revision"),
+            timeout=60,
+            what="staging pods of the new revision",
+        )
+        code = staging.FAILURE_BY_REASON["RevisionNotFound"].exit_code
+        for pod in missing:
+            cluster.kubectl(
+                "annotate", "pod", pod["metadata"]["name"], "-n", namespace,
+                f"darwin.test/staging-exit={code}",
+                "darwin.test/staging-message=the hub has no revision no-such-revision",
+            )  # fmt: skip
+
+        def reported():
+            c = condition(endpoint_status(cluster, namespace, "norev"), "WeightsReady")
+            return c.get("reason") == "RevisionNotFound" and c
+
+        c = wait_for(reported, timeout=60, what="WeightsReady=False RevisionNotFound")
+        assert "no-such-revision" in c["message"]
+        assert "StagingFailed" in event_reasons(cluster, namespace, "norev")
+        # nothing serving was touched, and the failure is not retried in a loop
+        status = endpoint_status(cluster, namespace, "norev")
+        assert status["readyReplicas"] == 2
+        assert {p["metadata"]["uid"] for p in endpoint_pods(cluster, namespace, "norev")} == before
+        leaders = [
+            p
+            for p in endpoint_pods(cluster, namespace, "norev")
+            if p["metadata"]["labels"].get("serving.darwin.ai/role") == "leader"
+        ]
+        assert all(p["metadata"]["labels"]["serving.darwin.ai/serving"] == "true" for p in leaders)
+        again = staging_pods(cluster, namespace, "no-such-revision")
+        assert len(again) == len(missing), "a failed staging was retried at once"
+    finally:
+        cluster.kubectl("delete", "dwe", "--all", "-n", namespace, "--wait=false")
+        k8s.CoreV1Api(cluster.api).delete_persistent_volume(volume)

@@ -264,3 +264,20 @@ def test_starting_shows_as_loading_with_staged_weights():
     base = planner.Plan((), (), (view(0, GroupPhase.STARTING),))
     done = plan(tuple(rec(node=n) for n in NODES))
     assert staged.restrict(base, done, Observed(), {}, {}).groups[0].phase == GroupPhase.LOADING
+
+
+def test_a_shared_volume_is_staged_once_and_holds_every_group_until_it_is():
+    shared = Copy("pvc/rwx", "org/model", "v1")
+    observed = Observed(groups=(group(0, "r1"), group(1, "r1")))
+    admissions = tuple(planner.Admission(i, demand(), (f"e-{i}-0",)) for i in (0, 1))
+    views = tuple(view(i, GroupPhase.WAITING_FOR_CAPACITY) for i in (0, 1))
+    base = planner.Plan((), admissions, views)
+    first = plan((), copy=shared, targets=("",))
+    assert first.actions == (Stage(shared, "", 0),)
+    bent = staged.restrict(base, first, observed, {"r1": shared}, {})
+    assert bent.admissions == ()
+    assert {v.phase for v in bent.groups} == {GroupPhase.DOWNLOADING}
+    done = plan((rec(shared, ""),), copy=shared, targets=("",))
+    assert done.complete and done.actions == ()
+    bent = staged.restrict(base, done, observed, {"r1": shared}, {})
+    assert [a.demand.only_nodes for a in bent.admissions] == [None, None]
