@@ -157,6 +157,7 @@ class ObservedPod:
     namespace: str = ""
     owner_uid: str = ""  # uid of the controlling owner, "" if none
     group: int | None = None
+    incarnation: int = 0  # of its group (vocabulary.LABEL_INCARNATION); 0 if unlabelled
     rank: int | None = None
     role: str = ""
     revision: str = ""
@@ -203,8 +204,11 @@ class ObservedPod:
 
 @dataclass(frozen=True)
 class ObservedGroup:
+    """One incarnation of a replica group: its pods."""
+
     index: int
     pods: tuple[ObservedPod, ...]  # sorted by rank
+    incarnation: int = 0
 
     @property
     def leader(self) -> ObservedPod | None:
@@ -258,7 +262,9 @@ class StoredRevision:
 class Observed:
     """Everything one reconcile of one endpoint saw."""
 
-    groups: tuple[ObservedGroup, ...] = ()  # sorted by index
+    groups: tuple[ObservedGroup, ...] = ()  # sorted by index: each index's current incarnation
+    # incarnations on their way out (incarnations_from_pods): their pods hold GPUs until gone
+    leaving: tuple[ObservedGroup, ...] = ()
     # name -> value of the spec-hash annotation of Services and the PDB the operator owns
     owned_objects: tuple[tuple[str, str], ...] = ()
     secret_missing: bool = False  # spec.model.tokenSecretRef names a Secret that is not there
@@ -367,6 +373,7 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         namespace=meta.get("namespace", ""),
         owner_uid=(owner or {}).get("uid", ""),
         group=_int_or_none(labels.get(vocabulary.LABEL_GROUP)),
+        incarnation=_int_or_none(labels.get(vocabulary.LABEL_INCARNATION)) or 0,
         rank=_int_or_none(labels.get(vocabulary.LABEL_RANK)),
         role=labels.get(vocabulary.LABEL_ROLE, ""),
         revision=labels.get(vocabulary.LABEL_REVISION, ""),
@@ -455,13 +462,30 @@ def node_from_api(obj: Mapping[str, Any]) -> NodeInfo:
     )
 
 
-def groups_from_pods(pods: Iterable[ObservedPod], owner_uid: str) -> tuple[ObservedGroup, ...]:
-    """The endpoint's groups: its own pods (by controller uid) with a group label, by index."""
-    by_index: dict[int, list[ObservedPod]] = {}
+def incarnations_from_pods(
+    pods: Iterable[ObservedPod], owner_uid: str
+) -> tuple[tuple[ObservedGroup, ...], tuple[ObservedGroup, ...]]:
+    """The endpoint's own pods (by controller uid) with a group label, as incarnations of their
+    groups: (current, leaving). An incarnation is leaving once the operator has stamped a pod
+    of it for deletion (it stamps every pod before deleting any) or a newer one exists at its
+    index (made only once the old one is being deleted); the current one of an index is its
+    newest, unless that is leaving too: then the index has none and a new one is due."""
+    by_key: dict[tuple[int, int], list[ObservedPod]] = {}
     for pod in pods:
         if pod.owner_uid == owner_uid and pod.group is not None:
-            by_index.setdefault(pod.group, []).append(pod)
-    return tuple(
-        ObservedGroup(i, tuple(sorted(ps, key=lambda p: (p.rank is None, p.rank or 0, p.name))))
-        for i, ps in sorted(by_index.items())
-    )
+            by_key.setdefault((pod.group, pod.incarnation), []).append(pod)
+    newest: dict[int, int] = {}
+    for index, incarnation in by_key:
+        newest[index] = max(incarnation, newest.get(index, incarnation))
+    current, leaving = [], []
+    for (index, incarnation), ps in sorted(by_key.items()):
+        ranked = tuple(sorted(ps, key=lambda p: (p.rank is None, p.rank or 0, p.name)))
+        group = ObservedGroup(index, ranked, incarnation)
+        gone = incarnation < newest[index] or any(p.marked_deleted for p in ps)
+        (leaving if gone else current).append(group)
+    return tuple(current), tuple(leaving)
+
+
+def groups_from_pods(pods: Iterable[ObservedPod], owner_uid: str) -> tuple[ObservedGroup, ...]:
+    """The endpoint's groups by index: the current incarnation of each (incarnations_from_pods)."""
+    return incarnations_from_pods(pods, owner_uid)[0]

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import Any
 
-from darwin_operator import health, render, revisions, rollout, topology
+from darwin_operator import health, render, revisions, rollout, topology, vocabulary
 from darwin_operator.api import DarwinEndpointSpec, Gang
 from darwin_operator.capacity import Fit, GroupDemand
-from darwin_operator.observed import Observed, ObservedGroup, ObservedPod
+from darwin_operator.observed import Observed, ObservedGroup, ObservedPod, pod_from_api
 from darwin_operator.vocabulary import (
     ANNOTATION_SPEC_HASH,
     DeleteReason,
@@ -52,11 +52,13 @@ DRAIN_SETTLE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class CreateGroup:
-    """Create the group's missing pods (all of them for a new group); existing names are kept."""
+    """Create the missing pods of one incarnation of a group (all of them for a new one);
+    existing names are kept."""
 
     index: int
     gated: bool
     revision: str = ""  # an older stored revision to build it from; "" for the update revision
+    incarnation: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,13 @@ class DeleteGroup:
     index: int
     reason: DeleteReason
     pods: tuple[str, ...]
+    # its leader, if among `pods`: the stamp before the deletion takes it out of the Service
+    leader: str = field(default="", compare=False)
+
+
+def _delete(g: ObservedGroup, reason: DeleteReason, pods: tuple[str, ...]) -> DeleteGroup:
+    leader = g.leader
+    return DeleteGroup(g.index, reason, pods, leader.name if leader and leader.name in pods else "")
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,7 @@ class GroupView:
     created_at: float | None = None  # earliest pod creation, for startup metrics
     serving: bool = False  # leader Ready and behind the client Service
     reason: str = ""  # machine-readable cause of a problem, e.g. capacity.NO_ELIGIBLE_NODES
+    incarnation: int = 0  # of the pods it describes (or is about to create)
 
 
 @dataclass(frozen=True)
@@ -235,6 +245,7 @@ def _view(g: ObservedGroup, phase: GroupPhase, message: str = "") -> GroupView:
         message=message,
         created_at=min(created) if created else None,
         serving=bool(leader and leader.ready and not leader.deleting and leader.serving != "false"),
+        incarnation=g.incarnation,
     )
 
 
@@ -308,6 +319,10 @@ class _Planner:
         self.nodes = None if observed.nodes is None else dict(observed.nodes)
         self.shape = topology.shape_of(spec)
         self.gang = spec.placement.gang == Gang.GATE
+        self.leaving: dict[int, int] = {}  # index -> newest incarnation on its way out
+        for old in observed.leaving:
+            self.leaving[old.index] = max(old.incarnation, self.leaving.get(old.index, 0))
+        self._new_demand: GroupDemand | None = None
         self.actions: list[Action] = []
         self.admissions: list[Admission] = []
         self.views: list[GroupView] = []
@@ -322,6 +337,7 @@ class _Planner:
             [s.view for s in states.values()],
             in_progress=self.rollout_in_progress,
         )
+        self.finish_leaving()
         self.act(states, decision)
         self.objects()
         self.keep_revisions()
@@ -359,7 +375,7 @@ class _Planner:
             return self.missing(index, failing)
         marked = health.mark_of(g)
         if marked is not None:
-            return self.recreating(g, *marked)
+            return self.recreating(g, *marked, failing=failing)
         watch = None
         if not any(p.marked_deleted for p in g.pods):  # else the operator's own deletion
             finding, watch = health.diagnose(
@@ -378,18 +394,22 @@ class _Planner:
         state = self.present(g)
         return replace(state, watch=watch)
 
-    def missing(self, index: int, failing: bool) -> GroupState:
-        """A group deleted after a failure waits out its backoff; none comes back while Failed.
-        It comes back on the revision it had if the rollout is to leave it there."""
+    def missing(self, index: int, failing: bool, *, replacing: ObservedGroup | None = None):
+        """An index without a current incarnation gets a new one, at once: the pods of the one
+        before may still terminate (a lost node keeps them for as long as it is unreachable),
+        and admission counts the GPUs they hold. `replacing`: the incarnation this plan
+        deletes. A group deleted after a failure waits out its backoff; none comes back while
+        Failed. It comes back on the revision it had if the rollout is to leave it there."""
         past = self.persisted.of(index)
         window = self.spec.health.restart_window_seconds
         revision = self.kept_revision(index)
+        incarnation = self.next_incarnation(index, replacing)
 
         def state(phase: GroupPhase, message: str, **kw: Any) -> GroupState:
-            view = GroupView(index, revision, phase, 0, 0, 0, message)
+            view = GroupView(index, revision, phase, 0, 0, 0, message, incarnation=incarnation)
             return GroupState(Standing.MISSING, view, **kw)
 
-        vanished = self.vanished(index)
+        vanished = None if replacing or index in self.leaving else self.vanished(index)
         if vanished is not None:
             return replace(vanished, view=replace(vanished.view, revision=revision))
 
@@ -406,11 +426,40 @@ class _Planner:
             return state(GroupPhase.BACKING_OFF, message, deadlines=(at,))
         n = self.shape.pods_per_group
         older = "" if revision == self.revision else revision
+        create = CreateGroup(index, gated=self.gang, revision=older, incarnation=incarnation)
+        admission = None
+        if self.gang and not older and not self.observed.secret_missing:
+            # asked for in the same reconcile: the reconciler creates the pods, then admits
+            names = tuple(
+                vocabulary.pod_name(self.ref.name, index, rank, incarnation)
+                for rank in self.shape.ranks
+            )
+            admission = Admission(index, self.new_demand(), names)
         return state(
             GroupPhase.PENDING,
             f"creating {_pods(n)}" + (f" on revision {older}" if older else ""),
-            course=(CreateGroup(index, gated=self.gang, revision=older),),
+            course=(create,),
+            admission=admission,
         )
+
+    def next_incarnation(self, index: int, replacing: ObservedGroup | None) -> int:
+        """One above every incarnation seen at the index, or 0 (the names groups always had)
+        when none is: a name in use is never taken again while its pod exists."""
+        seen = [self.leaving.get(index, -1)]
+        current = self.observed.group(index)
+        if current is not None:
+            seen.append(current.incarnation)
+        if replacing is not None:
+            seen.append(replacing.incarnation)
+        return max(seen) + 1
+
+    def new_demand(self) -> GroupDemand:
+        """What a group about to be created on the update revision will ask for, from the pod
+        it is rendered as (every pod of a group asks for the same)."""
+        if self._new_demand is None:
+            pod = render.render_group(self.ref, self.spec, self.revision, 0, gated=self.gang)[0]
+            self._new_demand = self.demand(ObservedGroup(0, (pod_from_api(pod),)))
+        return self._new_demand
 
     def kept_revision(self, index: int) -> str:
         """The revision a group at this index is created on: below the partition, the one the
@@ -486,7 +535,7 @@ class _Planner:
         )
 
     def recreating(
-        self, g: ObservedGroup, recreation: health.Recreation, message: str
+        self, g: ObservedGroup, recreation: health.Recreation, message: str, *, failing: bool
     ) -> GroupState:
         if recreation not in self.persisted.of(g.index).recreations:
             # Marked, but the status does not hold it yet (this reconcile's patch will, also
@@ -502,12 +551,22 @@ class _Planner:
                 recreation=(recreation, message),
             )
         live = tuple(p.name for p in g.pods if not p.deleting)
+        delete = (_delete(g, DeleteReason.BROKEN, live),) if live else ()
+        if g.index < self.spec.replicas:
+            # its successor at once, without waiting for these pods (a lost node keeps them)
+            successor = self.missing(g.index, failing, replacing=g)
+            return replace(
+                successor,
+                standing=Standing.RECREATING,
+                group=g,
+                course=(*delete, *successor.course),
+            )
         return _state(
             Standing.RECREATING,
             g,
             GroupPhase.TERMINATING,
             f"recreating after {recreation.reason}: {message}",
-            course=(DeleteGroup(g.index, DeleteReason.BROKEN, live),) if live else (),
+            course=delete,
         )
 
     def finishing(self, g: ObservedGroup) -> GroupState:
@@ -515,7 +574,7 @@ class _Planner:
         The operator stamps a group's pods before deleting any (writes.of), so a
         deletion it was killed in the middle of shows on the pods it did not reach."""
         live = tuple(p.name for p in g.pods if not p.deleting)
-        course = (DeleteGroup(g.index, DeleteReason.UNFINISHED_DELETE, live),) if live else ()
+        course = (_delete(g, DeleteReason.UNFINISHED_DELETE, live),) if live else ()
         return _state(
             Standing.TERMINATING,
             g,
@@ -536,14 +595,14 @@ class _Planner:
                     g,
                     GroupPhase.TERMINATING,
                     f"recreating: {reason.value}",
-                    course=(DeleteGroup(index, reason, _names(g)),),
+                    course=(_delete(g, reason, _names(g)),),
                 )
             return _state(
                 Standing.INCOMPLETE,
                 g,
                 GroupPhase.PENDING,
                 f"{len(g.pods)} of {n} pods created",
-                course=(CreateGroup(index, gated=self.gang),),
+                course=(CreateGroup(index, gated=self.gang, incarnation=g.incarnation),),
             )
         leader = g.leader
         restore: tuple[Action, ...] = ()
@@ -592,7 +651,7 @@ class _Planner:
                         GroupPhase.TERMINATING,
                         f"not scheduled within {self.config.scheduling_timeout:g}s: "
                         f"{stuck.unschedulable_message}",
-                        course=(DeleteGroup(g.index, DeleteReason.SCHEDULING_TIMEOUT, _names(g)),),
+                        course=(_delete(g, DeleteReason.SCHEDULING_TIMEOUT, _names(g)),),
                     )
                 deadlines = (deadline,)
             bound = len(g.pods) - len(unbound)
@@ -707,36 +766,43 @@ class _Planner:
             self.retire(g, DeleteReason.SCALE_DOWN, "scaling down")
 
     def retire(self, g: ObservedGroup, reason: DeleteReason, message: str) -> None:
-        """Take a group down for a planned reason: its leader leaves the client Service, the
-        group keeps running drainSeconds (plus the settle time) for requests in flight, then it
-        is deleted. Leaving the Service is always the first step, in a reconcile of its own,
-        even with drainSeconds 0 or a leader that is not Ready (then no wait follows): that
-        label is the one write that makes the group unavailable, the step the rollout's budget
-        allowed. A deletion cut short by a kill (pods stamped, not yet deleted) is finished
-        later without a look at the budget, so it must never hit a group that serves."""
+        """Take a group down for a planned reason. With drainSeconds > 0, a Ready leader first
+        leaves the client Service and the group keeps running drainSeconds (plus the settle
+        time) for requests in flight. Then (at once with drainSeconds 0 or a leader not
+        Ready: no request is waited for, so neither is the EndpointSlice) the group is
+        deleted: the stamp on its pods (writes.of) takes the leader out of the Service in the
+        first write, and from that write on the planner counts the group as gone, so a
+        deletion cut short by a kill is finished later without a second look at the budget.
+        A wanted index gets its next incarnation in the same plan (missing)."""
         leader = g.leader
-        if leader is None:  # cannot serve without a leader
-            self.actions.append(DeleteGroup(g.index, reason, _names(g)))
-            self.views.append(_view(g, GroupPhase.TERMINATING, message))
-            return
-        # drainSeconds 0: no request is waited for, so neither is the EndpointSlice
         drain = self.spec.rollout.drain_seconds
         drain += DRAIN_SETTLE_SECONDS if drain else 0
-        started = leader.drain_started_at
-        if leader.serving != "false" or started is None:
-            self.actions.append(DrainGroup(g.index, leader.name))
-            until = self.now + drain if leader.ready else self.now
-        else:
-            until = started + drain if leader.ready else started
-            if self.now >= until:
-                self.actions.append(DeleteGroup(g.index, reason, _names(g)))
-                self.views.append(_view(g, GroupPhase.TERMINATING, message))
+        if leader is not None and leader.ready and drain:
+            started = leader.drain_started_at
+            if leader.serving != "false" or started is None:
+                self.actions.append(DrainGroup(g.index, leader.name))
+                until = self.now + drain
+            else:
+                until = started + drain
+            if until > self.now:
+                self.deadlines.append(until)
+                # a stable message: status is patched only when it changes
+                message = f"{message}; draining until {format_time(until)}"
+                self.views.append(_view(g, GroupPhase.DRAINING, message))
                 return
-        if until > self.now:
-            self.deadlines.append(until)
-            # a stable message: status is patched only when it changes
-            message = f"{message}; draining until {format_time(until)}"
-        self.views.append(_view(g, GroupPhase.DRAINING, message))
+        self.actions.append(_delete(g, reason, _names(g)))
+        if g.index < self.spec.replicas:
+            self.follow(self.missing(g.index, self.history.failure is not None, replacing=g))
+        else:
+            self.views.append(_view(g, GroupPhase.TERMINATING, message))
+
+    def finish_leaving(self) -> None:
+        """Incarnations on their way out: the deletion of each is finished (after a kill part
+        way through it, or one whose successor was created first), never waited for."""
+        for g in self.observed.leaving:
+            live = tuple(p.name for p in g.pods if not p.deleting)
+            if live:
+                self.actions.append(_delete(g, DeleteReason.UNFINISHED_DELETE, live))
 
     def keep_revisions(self) -> None:
         """Store the update revision; prune what no group uses, beyond a short history."""
@@ -745,7 +811,10 @@ class _Planner:
             return
         if self.revision not in self.stored:
             self.actions.append(StoreRevision(self.revision, revisions.next_number(stored)))
-        in_use = {self.revision, *(g.revision for g in self.observed.groups)}
+        in_use = {
+            self.revision,
+            *(g.revision for g in (*self.observed.groups, *self.observed.leaving)),
+        }
         in_use |= {v.revision for v in self.views}
         for old in revisions.prunable(stored, in_use):
             self.actions.append(PruneRevision(old.name))

@@ -31,7 +31,12 @@ from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
-from darwin_operator.observed import Observed, groups_from_pods, node_from_api, pod_from_api
+from darwin_operator.observed import (
+    Observed,
+    incarnations_from_pods,
+    node_from_api,
+    pod_from_api,
+)
 from darwin_operator.planner import GroupView, PlannerConfig
 from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
@@ -213,7 +218,7 @@ class Reconciler:
             for o in owned
             if any(r.get("uid") == ref.uid for r in o["metadata"].get("ownerReferences") or ())
         )
-        groups = groups_from_pods((pod_from_api(p) for p in pods), ref.uid)
+        groups, leaving = incarnations_from_pods((pod_from_api(p) for p in pods), ref.uid)
         # Nodes only matter for pods placed on them (health: a lost node breaks its groups).
         nodes = None
         if any(p.bound for g in groups for p in g.pods):
@@ -221,6 +226,7 @@ class Reconciler:
             nodes = None if listed is None else [node_from_api(n) for n in listed]
         observed = Observed(
             groups=groups,
+            leaving=leaving,
             owned_objects=owned_hashes,
             secret_missing=secret_found is False,
             nodes=None if nodes is None else tuple((n.name, n) for n in nodes),
@@ -352,9 +358,9 @@ def _describe(action: planner.Action) -> str:
     match action:
         case planner.ApplyObject(key=key):
             return f"apply {key}"
-        case planner.CreateGroup(index=index, gated=gated, revision=older):
+        case planner.CreateGroup(index=index, gated=gated, revision=older, incarnation=n):
             on = f" on revision {older}" if older else ""
-            return f"create group {index}{on}" + (" (gated)" if gated else "")
+            return f"create group {index} incarnation {n}{on}" + (" (gated)" if gated else "")
         case planner.UngateGroup(index=index):
             return f"finish lifting the gates of group {index}"
         case planner.DrainGroup(index=index):
@@ -436,6 +442,8 @@ def _record_metrics(
         held = sum(p.requests(resource) for p in g.pods if p.bound and not p.terminal)
         requested += held
         ready += held if g.index in ready_groups else 0
+    for g in observed.leaving:
+        requested += sum(p.requests(resource) for p in g.pods if p.bound and not p.terminal)
     metrics.GPUS.labels(namespace, name, "requested").set(requested)
     metrics.GPUS.labels(namespace, name, "ready").set(ready)
     # The rollout's start is kept in the status, so its duration survives operator restarts.
@@ -447,6 +455,8 @@ def _record_metrics(
     was = {g.index: g.phase for g in (old.groups if old else [])}
     for v in views:
         group = observed.group(v.index)
+        if group is not None and group.incarnation != v.incarnation:
+            group = None  # replaced in this reconcile: its successor has no pods yet
         just_admitted = (
             v.phase == GroupPhase.SCHEDULING
             and group is not None

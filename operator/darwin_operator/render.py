@@ -25,6 +25,7 @@ from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
     LABEL_ENDPOINT,
     LABEL_GROUP,
+    LABEL_INCARNATION,
     LABEL_RANK,
     LABEL_REVISION,
     LABEL_ROLE,
@@ -101,16 +102,20 @@ def _metadata(ref: EndpointRef, name: str, labels: dict[str, str]) -> dict:
     }
 
 
-def leader_address(ref: EndpointRef, group: int) -> str:
-    """The leader's stable DNS name through the headless Service (resolves before it is Ready)."""
-    pod = vocabulary.pod_name(ref.name, group, LEADER_RANK)
-    return f"{pod}.{vocabulary.headless_service_name(ref.name)}.{ref.namespace}.svc"
+def leader_address(ref: EndpointRef, group: int, incarnation: int = 0) -> str:
+    """The leader's DNS name through the headless Service (resolves before it is Ready). It
+    names one incarnation's leader: workers never rendezvous with a leader of another."""
+    host = vocabulary.pod_hostname(ref.name, group, LEADER_RANK, incarnation)
+    return f"{host}.{vocabulary.headless_service_name(ref.name)}.{ref.namespace}.svc"
 
 
-def pod_labels(ref: EndpointRef, revision: str, group: int, rank: int) -> dict[str, str]:
+def pod_labels(
+    ref: EndpointRef, revision: str, group: int, rank: int, incarnation: int = 0
+) -> dict[str, str]:
     labels = {
         LABEL_ENDPOINT: ref.name,
         LABEL_GROUP: str(group),
+        LABEL_INCARNATION: str(incarnation),
         LABEL_RANK: str(rank),
         LABEL_ROLE: vocabulary.role_of(rank),
         LABEL_REVISION: revision,
@@ -121,31 +126,47 @@ def pod_labels(ref: EndpointRef, revision: str, group: int, rank: int) -> dict[s
 
 
 def render_group(
-    ref: EndpointRef, spec: DarwinEndpointSpec, revision: str, group: int, *, gated: bool
+    ref: EndpointRef,
+    spec: DarwinEndpointSpec,
+    revision: str,
+    group: int,
+    *,
+    gated: bool,
+    incarnation: int = 0,
 ) -> list[dict]:
-    """The pods of one replica group in rank order, leader first."""
+    """The pods of one incarnation of a replica group in rank order, leader first."""
     shape = topology.shape_of(spec)
-    return [_pod(ref, spec, revision, group, rank, gated=gated) for rank in shape.ranks]
+    return [
+        _pod(ref, spec, revision, group, rank, gated=gated, incarnation=incarnation)
+        for rank in shape.ranks
+    ]
 
 
 def _pod(
-    ref: EndpointRef, spec: DarwinEndpointSpec, revision: str, group: int, rank: int, *, gated: bool
+    ref: EndpointRef,
+    spec: DarwinEndpointSpec,
+    revision: str,
+    group: int,
+    rank: int,
+    *,
+    gated: bool,
+    incarnation: int,
 ) -> dict:
-    name = vocabulary.pod_name(ref.name, group, rank)
-    labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank)}
+    name = vocabulary.pod_name(ref.name, group, rank, incarnation)
+    labels = {**spec.pod_metadata.labels, **pod_labels(ref, revision, group, rank, incarnation)}
     annotations = dict(spec.pod_metadata.annotations)
     metadata = _metadata(ref, name, labels)
     if annotations:
         metadata["annotations"] = annotations
     pod_spec: dict = {
-        "hostname": name,
+        "hostname": vocabulary.pod_hostname(ref.name, group, rank, incarnation),
         "subdomain": vocabulary.headless_service_name(ref.name),
         "restartPolicy": "Never",  # a broken member breaks the group; the operator recreates it
         "enableServiceLinks": False,  # Service env (e.g. VLLM_PORT) would confuse vLLM
         "terminationGracePeriodSeconds": engine.TERMINATION_GRACE_SECONDS,
         "automountServiceAccountToken": spec.pod.automount_service_account_token,
         "securityContext": _pod_security_context(spec),
-        "containers": [_container(ref, spec, group, rank)],
+        "containers": [_container(ref, spec, group, rank, incarnation)],
         "volumes": _volumes(spec),
     }
     if spec.pod.service_account_name:
@@ -162,7 +183,9 @@ def _pod(
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.placement.tolerations
         ]
     if spec.placement.topology_key:
-        pod_spec["affinity"] = _same_domain_affinity(ref, group, spec.placement.topology_key)
+        pod_spec["affinity"] = _same_domain_affinity(
+            ref, group, incarnation, spec.placement.topology_key
+        )
     if spec.placement.priority_class_name:
         pod_spec["priorityClassName"] = spec.placement.priority_class_name
     if gated:
@@ -170,16 +193,22 @@ def _pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def _same_domain_affinity(ref: EndpointRef, group: int, topology_key: str) -> dict:
+def _same_domain_affinity(
+    ref: EndpointRef, group: int, incarnation: int, topology_key: str
+) -> dict:
+    # Of its own incarnation only: pods of the one before may sit on a lost node's domain.
+    selector = vocabulary.group_selector(ref.name, group, incarnation)
     term = {
-        "labelSelector": {"matchLabels": vocabulary.group_selector(ref.name, group)},
+        "labelSelector": {"matchLabels": selector},
         "topologyKey": topology_key,
     }
     return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
 
 
-def _container(ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int) -> dict:
-    leader = leader_address(ref, group)
+def _container(
+    ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int, incarnation: int
+) -> dict:
+    leader = leader_address(ref, group, incarnation)
     shape = topology.shape_of(spec)
     container: dict = {
         "name": CONTAINER_NAME,

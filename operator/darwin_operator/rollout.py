@@ -29,10 +29,13 @@ highest index first. An old group that is not available anyway (pending, waiting
 scheduling, starting) is replaced at once: that costs no availability. Broken groups are the
 health logic's and terminating ones are already going: neither is touched.
 
-Indices. Pod names are {endpoint}-{group}-{rank}: a new group cannot take its index while the old
-pods exist. So a replaced group is drained, deleted, and created again at the same index once its
-pods are gone (in place). Surge groups take the lowest free indices >= R and are spare capacity,
-not replacements: while one is Ready, one more old group may go down in place. Once no old group
+Indices and incarnations. A replaced group is drained (drainSeconds > 0), deleted, and in the same
+reconcile created again at the same index as its next incarnation, whose pod names are its own
+(vocabulary.pod_name): it waits gated while the old pods still hold the GPUs, and is admitted as
+soon as they are free. An index counts once whatever incarnations it has: the new one is not
+available, the old one serves no more (the delete stamp takes it out of the Service). Surge
+groups take the lowest free indices >= R and are spare capacity, not replacements: while one is
+Ready, one more old group may go down in place. Once no old group
 >= partition is left, surge groups leave, highest first, within the budget. Indices therefore
 settle to 0..R-1 by themselves: an index keeps one identity (DARWIN_GROUP_INDEX, partition,
 status.groups, `kubectl scale`), nothing is renumbered, and a scale-up during a rollout adopts a
@@ -204,7 +207,8 @@ def decide(
                     replace.add(index)
             elif s is not None and s.phase in REPLACEABLE_WHILE_DOWN:
                 replace.add(index)
-        surge += _new_surge(groups, replicas, lim.max_surge, target - len(surge))
+        leaving = {g.index for g in observed.leaving}  # still there, still holding GPUs
+        surge += _new_surge(groups.keys() | leaving, replicas, lim.max_surge, target - len(surge))
 
     # Done once no old group is left, none is held back, and the new ones are Ready.
     rolling = (
@@ -227,8 +231,9 @@ def decide(
     )
 
 
-def _new_surge(groups: dict, replicas: int, max_surge: int, wanted: int) -> Sequence[int]:
-    """Lowest free indices >= replicas for new surge groups, within replicas + maxSurge groups."""
+def _new_surge(groups: Iterable[int], replicas: int, max_surge: int, wanted: int) -> Sequence[int]:
+    """Lowest free indices >= replicas for new surge groups, within replicas + maxSurge groups
+    (`groups`: the indices that have pods)."""
     present = set(groups) | set(range(replicas))
     room = replicas + max_surge - len(present)
     free = (i for i in count(replicas) if i not in present)

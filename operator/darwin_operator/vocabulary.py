@@ -22,6 +22,10 @@ LABEL_GROUP = LABEL_PREFIX + "group"
 LABEL_RANK = LABEL_PREFIX + "rank"
 LABEL_ROLE = LABEL_PREFIX + "role"
 LABEL_REVISION = LABEL_PREFIX + "revision"
+# Which incarnation of its group a pod belongs to: a group recreated or replaced at the same
+# index is a new incarnation with pod names of its own (pod_name), created while the pods of the
+# one before may still terminate. Absent on pods of an operator before incarnations: 0.
+LABEL_INCARNATION = LABEL_PREFIX + "incarnation"
 # "true" on leaders that belong behind the client Service; "false" drains a group before deletion.
 LABEL_SERVING = LABEL_PREFIX + "serving"
 # Our scheduling gate: a gated pod waits for the operator's gang admission (capacity.py).
@@ -54,8 +58,22 @@ MAX_GROUP_INDEX = 9999
 MAX_RANK = 99
 
 
-def pod_name(endpoint: str, group: int, rank: int) -> str:
-    return f"{endpoint}-{group}-{rank}"
+def pod_name(endpoint: str, group: int, rank: int, incarnation: int = 0) -> str:
+    """`{endpoint}-{group}-{rank}` for a group's first incarnation (the names groups always had,
+    so groups from before incarnations are adopted as incarnation 0), then
+    `{endpoint}-{group}-{rank}-{incarnation}`: a new incarnation never waits for the names of
+    the old one, whose pods may stay Terminating for as long as their node is unreachable."""
+    base = f"{endpoint}-{group}-{rank}"
+    return base if incarnation == 0 else f"{base}-{incarnation}"
+
+
+def pod_hostname(endpoint: str, group: int, rank: int, incarnation: int = 0) -> str:
+    """The pod's hostname, its DNS name `{hostname}.{headless Service}` (a DNS label): the pod
+    name, with the endpoint's part shortened if it would be too long. Unique per incarnation
+    within the endpoint's headless Service, so a DNS name never stands for two pods, and
+    workers of a new incarnation never find the old leader under their leader's name."""
+    suffix = pod_name("", group, rank, incarnation)
+    return endpoint[: DNS_LABEL_MAX_LENGTH - len(suffix)] + suffix
 
 
 def headless_service_name(endpoint: str) -> str:
@@ -96,9 +114,9 @@ def role_of(rank: int) -> str:
     return ROLE_LEADER if rank == LEADER_RANK else ROLE_WORKER
 
 
-def group_selector(endpoint: str, group: int) -> dict[str, str]:
-    """Labels that select every pod of one group."""
-    return {LABEL_ENDPOINT: endpoint, LABEL_GROUP: str(group)}
+def group_selector(endpoint: str, group: int, incarnation: int = 0) -> dict[str, str]:
+    """Labels that select every pod of one incarnation of a group."""
+    return {LABEL_ENDPOINT: endpoint, LABEL_GROUP: str(group), LABEL_INCARNATION: str(incarnation)}
 
 
 def leader_selector(endpoint: str) -> str:

@@ -99,10 +99,10 @@ def of(
     """The pod writes of one action (none for the actions that are not about pods).
     `stored`: the specs of stored revisions, for a group created on an older one."""
     match action:
-        case planner.CreateGroup(index=index, gated=gated, revision=older):
+        case planner.CreateGroup(index=index, gated=gated, revision=older, incarnation=n):
             if older:
                 spec, revision = (stored or {})[older], older
-            pods = render.render_group(ref, spec, revision, index, gated=gated)
+            pods = render.render_group(ref, spec, revision, index, gated=gated, incarnation=n)
             return Writes(tuple(CreatePod(p["metadata"]["name"], p) for p in pods))
         case planner.UngateGroup(pods=pods):
             return Writes(ungate(pods, now))
@@ -114,10 +114,15 @@ def of(
             return Writes(
                 tuple(PatchPod(p, annotations=((ANNOTATION_BROKEN, mark),)) for p in pods)
             )
-        case planner.DeleteGroup(reason=reason, pods=pods):
+        case planner.DeleteGroup(reason=reason, pods=pods, leader=leader):
+            # The stamp also takes the leader out of the client Service: from the first write
+            # on, the group is leaving (observed.incarnations_from_pods) and serves no more.
             stamp = ((ANNOTATION_DELETE_REASON, reason.value),)
+            out = ((LABEL_SERVING, "false"),)
             return Writes(
-                tuple(PatchPod(p, annotations=stamp) for p in pods),
+                tuple(
+                    PatchPod(p, labels=out if p == leader else (), annotations=stamp) for p in pods
+                ),
                 tuple(DeletePod(p) for p in pods),
             )
     return Writes()

@@ -98,6 +98,21 @@ def label(pod: dict[str, Any], key: str) -> str:
     return (pod["metadata"].get("labels") or {}).get(f"serving.darwin.ai/{key}", "")
 
 
+def member(cluster, namespace: str, name: str, group: int, rank: int) -> dict[str, Any] | None:
+    """The pod of a group's current incarnation at `rank` (not one on its way out): a group
+    recreated or replaced has pod names of its own (`{name}-{group}-{rank}-{incarnation}`)."""
+    return next(
+        (
+            p
+            for p in endpoint_pods(cluster, namespace, name)
+            if label(p, "group") == str(group)
+            and label(p, "rank") == str(rank)
+            and not is_deleting(p)
+        ),
+        None,
+    )
+
+
 def gpus_of(pod: dict[str, Any]) -> int:
     return sum(
         int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0))

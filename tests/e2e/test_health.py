@@ -22,6 +22,7 @@ from tests.e2e.checks import (
     endpoint_status,
     events,
     label,
+    member,
     wait_for_idle_gpus,
 )
 from tests.e2e.operator_process import OperatorProcess
@@ -237,7 +238,8 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
 
     old = group_uids(cluster, namespace, name, 0)
     watcher = Watcher(cluster, namespace)
-    cluster.kubectl("delete", "pod", f"{name}-0-1", "-n", namespace, "--wait=false")
+    worker = member(cluster, namespace, name, 0, 1)["metadata"]["name"]  # a new incarnation's
+    cluster.kubectl("delete", "pod", worker, "-n", namespace, "--wait=false")
     status = wait_for(
         replaced_whole(cluster, namespace, name, 0, old, 2), timeout=60, what="recreated (delete)"
     )
@@ -245,7 +247,7 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
     fault = watcher.first(
         "Pod",
         lambda typ, p: (
-            p["metadata"]["uid"] == old[f"{name}-0-1"]
+            p["metadata"]["uid"] == old[worker]
             and (typ == "DELETED" or bool(p["metadata"].get("deletionTimestamp")))
         ),
     )

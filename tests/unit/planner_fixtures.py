@@ -7,7 +7,7 @@ from typing import Any
 
 from darwin_operator import health, planner, render, vocabulary
 from darwin_operator.api import DarwinEndpointSpec
-from darwin_operator.observed import Observed, ObservedPod, groups_from_pods, pod_from_api
+from darwin_operator.observed import Observed, ObservedPod, incarnations_from_pods, pod_from_api
 from tests import specs
 
 REF = render.EndpointRef(name="darwin-398b", namespace="llm", uid="uid-1")
@@ -66,10 +66,15 @@ def observe(
     draining = {
         p.group
         for p in pods
-        if p.rank == 0 and p.serving == "false" and (p.group or 0) < spec.replicas
+        if p.rank == 0
+        and p.serving == "false"
+        and not p.marked_deleted
+        and (p.group or 0) < spec.replicas
     }
+    current, leaving = incarnations_from_pods(pods, REF.uid)
     return Observed(
-        groups=groups_from_pods(pods, REF.uid),
+        groups=current,
+        leaving=leaving,
         owned_objects=owned(spec, len(draining)) if applied else (),
         **kw,
     )

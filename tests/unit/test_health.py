@@ -139,6 +139,7 @@ def test_the_operators_own_interrupted_deletion_is_finished_not_counted():
     plan = make_plan(spec, observe(spec, survivors, group_pods(spec, 1, state="ready")))
     assert plan.actions == (
         DeleteGroup(0, DeleteReason.UNFINISHED_DELETE, tuple(p.name for p in survivors)),
+        CreateGroup(0, gated=True, incarnation=1),  # its successor does not wait for them
     )
     assert plan.health.of(0) == GroupHistory()
 
@@ -227,11 +228,16 @@ def test_broken_group_is_marked_and_recorded_then_deleted_whole_then_created_at_
 
     marked = [replace(p, marked_broken=mark.mark) for p in broken]
     plan = make_plan(spec, observe(spec, marked, healthy), now=T0 + 1, history=plan.health)
-    assert plan.actions == (DeleteGroup(0, DeleteReason.BROKEN, tuple(p.name for p in broken)),)
+    # the first recreation is immediate: the next incarnation does not wait for the old pods
+    assert plan.actions == (
+        DeleteGroup(0, DeleteReason.BROKEN, tuple(p.name for p in broken)),
+        CreateGroup(0, gated=True, incarnation=1),
+    )
     assert plan.health.of(0).restarts == 1  # recorded once
+    assert plan.groups[0].phase == GroupPhase.PENDING
 
     plan = make_plan(spec, observe(spec, healthy), now=T0 + 2, history=plan.health)
-    assert plan.actions == (CreateGroup(0, gated=True),)  # the first recreation is immediate
+    assert plan.actions == (CreateGroup(0, gated=True),)  # had they all gone in between
 
 
 def test_killed_between_marking_and_the_status_write_the_recreation_is_recorded_once():
@@ -407,7 +413,8 @@ def test_status_walks_the_startup_phases_with_time_in_each_and_degrades_while_re
 )
 def test_a_broken_group_is_recreated_whole_never_in_part(pods_per_group, data):
     """Whatever state its pods are in, a wanted group the planner deletes is deleted entirely
-    (every pod not already going), and no pod is ever added to a group that has started."""
+    (every pod not already going), and no pod is ever added to a group that has started: what
+    follows it is a new incarnation."""
     spec = make_spec(placement={"podsPerGroup": pods_per_group}, replicas=1)
     state = data.draw(st.sampled_from(["gated", "released", "bound", "ready"]))
     pods = group_pods(spec, 0, state=state)
@@ -434,9 +441,10 @@ def test_a_broken_group_is_recreated_whole_never_in_part(pods_per_group, data):
     for action in plan.actions:
         if isinstance(action, DeleteGroup):
             assert set(action.pods) == live, "a group is deleted whole"
-        if isinstance(action, CreateGroup):
+        if isinstance(action, CreateGroup) and action.incarnation == 0:
             started = any(p.admitted_at is not None or p.bound for p in pods)
             assert not started, "no member is ever added to a started group"
+            assert not any(p.marked_deleted for p in pods), "nor to one being deleted"
         if isinstance(action, MarkBroken):
             assert set(action.pods) <= {p.name for p in pods}
 

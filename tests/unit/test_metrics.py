@@ -41,16 +41,16 @@ class Clock:
 
 
 def reconcile_to_ready(name: str, namespace: str = "llm"):
-    """Created at 1000, admitted at 1010, bound at 1015, Ready at 1100: one reconcile each."""
+    """Created and admitted at 1000 (one reconcile), bound at 1015, Ready at 1100."""
     fake = FakeCluster(endpoint_object(name, namespace, spec_doc()))
     clock = Clock(1000.0)
     fake.clock = 1000.0
 
     async def scenario() -> None:
         reconciler = Reconciler(fake, clock=clock)  # type: ignore[arg-type]
-        await reconciler.reconcile(namespace, name)  # creates both groups, gated
+        await reconciler.reconcile(namespace, name)  # creates both groups, gated, and admits them
         clock.now = 1010.0
-        await reconciler.reconcile(namespace, name)  # admits them
+        await reconciler.reconcile(namespace, name)
         fake.bind_all(at=1015.0)
         clock.now = 1020.0
         await reconciler.reconcile(namespace, name)
@@ -87,7 +87,9 @@ def test_a_reconciled_endpoint_reports_replicas_phases_and_gpus():
 def test_startup_phases_are_measured_from_cluster_timestamps_once_per_group():
     reconcile_to_ready("metrics-startup")
     ep = {"namespace": "llm", "endpoint": "metrics-startup"}
-    expected = {"WaitingForCapacity": 10, "Scheduling": 5, "Starting": 85, "Total": 100}
+    expected = {"Scheduling": 15, "Starting": 85, "Total": 100}
+    # admitted in the reconcile that created them: never seen waiting
+    assert value("darwin_group_startup_seconds_count", **ep, phase="WaitingForCapacity") is None
     for phase, seconds in expected.items():
         assert value("darwin_group_startup_seconds_count", **ep, phase=phase) == 2, phase
         assert value("darwin_group_startup_seconds_sum", **ep, phase=phase) == 2 * seconds, phase

@@ -46,7 +46,14 @@ def test_new_endpoint_gets_services_pdb_and_gated_groups_in_index_order():
     ]
     creates = [a for a in plan.actions if isinstance(a, CreateGroup)]
     assert creates == [CreateGroup(0, gated=True), CreateGroup(1, gated=True)]
-    assert plan.admissions == ()
+    # admitted in the same reconcile, once created: the pods they will be
+    assert [a.pods for a in plan.admissions] == [
+        tuple(f"darwin-398b-{g}-{r}" for r in range(1)) for g in (0, 1)
+    ]
+    assert (
+        plan.admissions[0].demand
+        == make_plan(spec, observe(spec, group_pods(spec, 0))).admissions[0].demand
+    )
     assert phases(plan) == {0: GroupPhase.PENDING, 1: GroupPhase.PENDING}
 
 
@@ -106,7 +113,9 @@ def test_released_group_that_lost_a_member_is_marked_broken_then_deleted_whole()
     plan = make_plan(spec, observe(spec, marked), history=plan.health)
     assert plan.actions == (
         DeleteGroup(0, DeleteReason.BROKEN, ("darwin-398b-0-0", "darwin-398b-0-1")),
+        CreateGroup(0, gated=True, incarnation=1),
     )
+    assert plan.admissions[0].pods == tuple(f"darwin-398b-0-{r}-1" for r in range(3))
 
 
 def test_incomplete_group_of_an_old_revision_is_deleted_rather_than_mixed():
@@ -235,16 +244,13 @@ def test_drained_group_is_deleted_once_drain_seconds_and_the_settle_time_have_pa
     assert phases(plan)[1] == GroupPhase.DRAINING
 
 
-def test_groups_that_serve_nothing_leave_the_service_then_go_without_waiting():
-    # Leaving the Service is always a step of its own: a deletion cut short by a kill is
-    # finished later without a second look, so it must never land on a serving group.
+def test_groups_that_serve_nothing_or_need_no_drain_go_at_once():
+    # No request to wait for: the delete stamp takes the leader out of the Service in its
+    # first write, and from then on the group counts as gone (a kill part way through is
+    # finished later without a second look).
     spec = make_spec(replicas=0, rollout={"drainSeconds": 30})
     gated, starting = group_pods(spec, 0), group_pods(spec, 1, state="bound")
     plan = make_plan(spec, observe(spec, gated, starting))
-    assert plan.actions == (DrainGroup(1, "darwin-398b-1-0"), DrainGroup(0, "darwin-398b-0-0"))
-    assert plan.requeue_after is None  # the label change itself brings the next reconcile
-    out = [[replace(p, serving="false", drain_started_at=T0) for p in g] for g in (gated, starting)]
-    plan = make_plan(spec, observe(spec, *out))
     assert plan.actions == (
         DeleteGroup(1, DeleteReason.SCALE_DOWN, ("darwin-398b-1-0",)),
         DeleteGroup(0, DeleteReason.SCALE_DOWN, ("darwin-398b-0-0",)),
@@ -252,8 +258,11 @@ def test_groups_that_serve_nothing_leave_the_service_then_go_without_waiting():
     zero_drain = make_spec(replicas=0, rollout={"drainSeconds": 0})
     serving = group_pods(zero_drain, 0, state="ready")
     plan = make_plan(zero_drain, observe(zero_drain, serving))
-    assert kinds(plan) == ["DrainGroup"]
-    assert plan.requeue_after is None  # no wait: deleted once the leader is out
+    assert kinds(plan) == ["DeleteGroup"]
+    assert plan.requeue_after is None
+    # a Ready leader with drainSeconds > 0 still drains first
+    plan = make_plan(spec, observe(spec, group_pods(spec, 0, state="ready")))
+    assert plan.actions == (DrainGroup(0, "darwin-398b-0-0"),)
 
 
 def test_group_wanted_again_while_draining_returns_to_the_service():
@@ -274,11 +283,13 @@ def test_terminating_group_is_waited_for_and_an_unfinished_delete_is_finished():
     half[0] = replace(half[0], deleting=True)
     stamped = group_pods(spec, 2, state="ready", **ours)
     plan = make_plan(spec, observe(spec, gone, half, stamped))
+    # the deletions are finished, and each index gets its next incarnation at once
     assert plan.actions == (
         DeleteGroup(1, DeleteReason.UNFINISHED_DELETE, ("darwin-398b-1-1", "darwin-398b-1-2")),
         DeleteGroup(2, DeleteReason.UNFINISHED_DELETE, tuple(p.name for p in stamped)),
+        *(CreateGroup(i, gated=True, incarnation=1) for i in range(3)),
     )
-    assert set(phases(plan).values()) == {GroupPhase.TERMINATING}
+    assert set(phases(plan).values()) == {GroupPhase.PENDING}
     assert plan.groups[0].pods == 0  # pods being deleted do not count
 
 

@@ -28,6 +28,7 @@ def test_reference_group_is_one_leader_with_six_gpus():
     assert pod["metadata"]["labels"] == {
         "serving.darwin.ai/endpoint": "darwin-398b",
         "serving.darwin.ai/group": "1",
+        "serving.darwin.ai/incarnation": "0",
         "serving.darwin.ai/rank": "0",
         "serving.darwin.ai/role": "leader",
         "serving.darwin.ai/revision": REVISION,
@@ -40,6 +41,20 @@ def test_reference_group_is_one_leader_with_six_gpus():
     assert pod["spec"]["hostname"] == "darwin-398b-1-0"
     assert pod["spec"]["subdomain"] == "darwin-398b-pods"
     assert pod["spec"]["enableServiceLinks"] is False
+
+
+def test_a_later_incarnation_has_its_own_names_and_its_workers_find_only_its_leader():
+    pods = render.render_group(
+        REF, spec(placement={"podsPerGroup": 3}), REVISION, 2, gated=True, incarnation=4
+    )
+    assert [p["metadata"]["name"] for p in pods] == [f"darwin-398b-2-{r}-4" for r in range(3)]
+    assert [p["spec"]["hostname"] for p in pods] == [f"darwin-398b-2-{r}-4" for r in range(3)]
+    assert {p["metadata"]["labels"]["serving.darwin.ai/incarnation"] for p in pods} == {"4"}
+    leader = "darwin-398b-2-0-4.darwin-398b-pods.llm.svc"
+    for pod in pods:
+        env = {e["name"]: e.get("value") for e in container(pod)["env"]}
+        assert env["DARWIN_LEADER_ADDRESS"] == leader
+    assert f"--master-addr {leader}" in " ".join(container(pods[1])["command"])
 
 
 def test_pod_per_stage_group_has_a_leader_and_headless_workers():
@@ -205,6 +220,7 @@ def test_placement_extras():
             "matchLabels": {
                 "serving.darwin.ai/endpoint": "darwin-398b",
                 "serving.darwin.ai/group": "3",
+                "serving.darwin.ai/incarnation": "0",  # not the pods of another incarnation
             }
         },
         "topologyKey": "darwin.test/rack",

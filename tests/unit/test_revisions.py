@@ -108,7 +108,12 @@ def test_reconciles_keep_the_revisions_and_rebuild_a_lost_group_below_the_partit
                     del fake.pods[pod["metadata"]["name"]]
 
     def image_and_revision(group: int) -> tuple[str, str]:
-        pod = fake.pods[f"darwin-398b-{group}-0"]
+        (pod,) = (
+            p
+            for p in fake.pods.values()
+            if p["metadata"]["labels"]["serving.darwin.ai/group"] == str(group)
+            and p["metadata"]["labels"]["serving.darwin.ai/rank"] == "0"
+        )
         return pod["spec"]["containers"][0]["image"], pod["metadata"]["labels"][LABEL_REVISION]
 
     async def scenario() -> None:

@@ -206,9 +206,17 @@ def test_planner_drains_the_replaced_group_then_deletes_it_and_recreates_it_new(
     drained = [*groups(spec, [0]), *draining(spec, 1)]
     drained[1] = replace(drained[1], drain_started_at=T0 - 30 - DRAIN_SETTLE_SECONDS)
     plan = make_plan(spec, observe(spec, drained))
-    assert plan.actions == (DeleteGroup(1, DeleteReason.ROLLOUT, ("darwin-398b-1-0",)),)
+    # deleted, and its next incarnation created and asked to be admitted in the same plan
+    assert plan.actions == (
+        DeleteGroup(1, DeleteReason.ROLLOUT, ("darwin-398b-1-0",)),
+        CreateGroup(1, gated=True, incarnation=1),
+    )
+    assert plan.actions[0].leader == "darwin-398b-1-0"  # its stamp takes it out of the Service
+    assert [a.pods for a in plan.admissions] == [("darwin-398b-1-0-1",)]
+    assert plan.groups[1].revision == revision(spec)
+    assert plan.groups[1].phase == GroupPhase.PENDING
 
-    plan = make_plan(spec, observe(spec, groups(spec, [0])))  # its pods are gone
+    plan = make_plan(spec, observe(spec, groups(spec, [0])))  # had its pods gone in between
     assert plan.actions == (CreateGroup(1, gated=True),)
     assert plan.groups[1].revision == revision(spec)
 

@@ -53,9 +53,12 @@ def test_drain_restore_mark_and_ungate_patch_what_the_planner_reads_back():
 
 
 def test_every_pod_of_a_deleted_group_is_stamped_before_any_is_deleted():
-    deleted = of(planner.DeleteGroup(2, DeleteReason.SCALE_DOWN, ("a", "b")))
-    assert deleted.first == tuple(
-        writes.PatchPod(n, annotations=((ANNOTATION_DELETE_REASON, "ScaleDown"),)) for n in "ab"
+    deleted = of(planner.DeleteGroup(2, DeleteReason.SCALE_DOWN, ("a", "b"), leader="a"))
+    # the stamp also takes the leader out of the client Service, in the first write
+    stamp = ((ANNOTATION_DELETE_REASON, "ScaleDown"),)
+    assert deleted.first == (
+        writes.PatchPod("a", labels=((LABEL_SERVING, "false"),), annotations=stamp),
+        writes.PatchPod("b", annotations=stamp),
     )
     assert deleted.last == (writes.DeletePod("a"), writes.DeletePod("b"))
 
