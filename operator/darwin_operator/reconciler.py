@@ -286,13 +286,20 @@ class Reconciler:
                     if reason != DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
-        # Services, the PDB and the update revision's spec are in place before any pod.
+        # Services, the PDB and the update revision's spec are in place before any pod. A
+        # successor's pods are created once the incarnation it replaces is being deleted (and
+        # out of the Service): an index never shows two live incarnations, not even briefly.
         first = (planner.ApplyObject, planner.StoreRevision)
         applies = [a for a in plan.actions if isinstance(a, first)]
-        others = [a for a in plan.actions if not isinstance(a, first)]
+        deleted = {a.index for a in plan.actions if isinstance(a, planner.DeleteGroup)}
+        successors = [
+            a for a in plan.actions if isinstance(a, planner.CreateGroup) and a.index in deleted
+        ]
+        others = [a for a in plan.actions if not isinstance(a, first) and a not in successors]
         try:
             await asyncio.gather(*(run(a) for a in applies))
             await asyncio.gather(*(run(a) for a in others))
+            await asyncio.gather(*(run(a) for a in successors))
         except ApiError as e:
             if e.status in (400, 422):  # Invalid / BadRequest: the rendered object is unusable
                 raise SpecRejected(f"the API server rejected a rendered object: {e.message}") from e

@@ -116,6 +116,14 @@ class Cluster:
         pid = state.get("pids", {}).get(name)
         return pid is not None and is_ours(pid, state.get("binaries", {}).get(name, ""))
 
+    def flag(self, component: str, name: str) -> str | None:
+        """The value of `--name=` a running component of this cluster was started with (read
+        from its command line), None if it was not given."""
+        pid = self.state().get("pids", {}).get(component)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if pid else []
+        prefix = f"--{name}="
+        return next((a[len(prefix) :] for a in argv if a.startswith(prefix)), None)
+
     def real_nodes(self):
         """The real nodes' manager (imported lazily: it is needed only with --real-nodes)."""
         from real_nodes import NodeBinaries, RealNodes

@@ -19,11 +19,15 @@ Everything the nodes change on the host is recorded in host.Claim first and undo
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,6 +447,20 @@ class RealNodes:
             python,
             daemons,
         )
+
+    @contextlib.contextmanager
+    def kubelet_stopped(self, node: str) -> Iterator[int]:
+        """The node's kubelet frozen (SIGSTOP): it stops reporting to the control plane, as if
+        the node were cut off, while its containers keep running; continued (SIGCONT) on the
+        way out, also when the body fails. Yields the kubelet's pid."""
+        pid, binary = self.claim.read().get("pids", {}).get(f"{node}-kubelet", (0, ""))
+        if not is_ours(pid, binary):
+            raise SystemExit(f"cluster: no kubelet of {node} runs (claim: {pid} {binary})")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def _wait_ready(self, count: int, shape: NodeShape, timeout: float) -> None:
         names = {node_name(i) for i in range(count)}

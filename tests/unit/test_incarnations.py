@@ -1,0 +1,84 @@
+"""Incarnations through the reconciler and a fake API: a replaced or recreated group's successor
+is created and admitted in the reconcile that deletes it, never while the old pods are live, and
+without waiting for them to be gone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from darwin_operator import writes
+from darwin_operator.reconciler import Reconciler
+from darwin_operator.vocabulary import ANNOTATION_DELETE_REASON, LABEL_INCARNATION
+from tests.specs import spec_doc
+from tests.unit.fake_cluster import FakeCluster, endpoint_object
+
+
+class SlowToDelete(FakeCluster):
+    """Deleted pods stay, Terminating (as on an unreachable node), and every write is recorded
+    with what the index looked like when it landed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.created_beside_live: list[str] = []
+
+    async def write_pods(self, namespace: str, pod_writes) -> int:
+        done = 0
+        for write in pod_writes:
+            if isinstance(write, writes.DeletePod) and write.name in self.pods:
+                self.pods[write.name]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+                done += 1
+                continue
+            if isinstance(write, writes.CreatePod) and write.name not in self.pods:
+                group = write.body["metadata"]["labels"]["serving.darwin.ai/group"]
+                live = [
+                    name
+                    for name, pod in self.pods.items()
+                    if pod["metadata"]["labels"]["serving.darwin.ai/group"] == group
+                    and not pod["metadata"].get("deletionTimestamp")
+                ]
+                self.created_beside_live += [f"{write.name} beside {name}" for name in live]
+            done += await super().write_pods(namespace, [write])
+        return done
+
+
+def labels(pod: dict) -> dict[str, str]:
+    return pod["metadata"]["labels"]
+
+
+def test_a_rollout_step_deletes_creates_and_admits_in_one_reconcile_with_the_old_pods_still_there():
+    doc = spec_doc(replicas=1, rollout={"drainSeconds": 0})
+    fake = SlowToDelete(endpoint_object("darwin-398b", "llm", doc))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        fake.clock = 1000.0
+        await reconciler.reconcile("llm", "darwin-398b")  # created and admitted at once
+        assert all(not p["spec"].get("schedulingGates") for p in fake.pods.values())
+        fake.bind_all(at=1001.0)
+        fake.ready_all(at=1002.0)
+        fake.clock = 1003.0
+        await reconciler.reconcile("llm", "darwin-398b")
+        assert fake.endpoint["status"]["readyReplicas"] == 1
+        old = set(fake.pods)
+
+        fake.endpoint["spec"]["engine"]["image"] = "vllm/vllm-openai:v0.34.0"
+        fake.endpoint["metadata"]["generation"] += 1
+        fake.clock = 1004.0
+        await reconciler.reconcile("llm", "darwin-398b")
+
+        # the old pods: stamped, out of the Service, deleted, and still Terminating
+        for name in old:
+            pod = fake.pods[name]
+            assert pod["metadata"]["deletionTimestamp"]
+            assert pod["metadata"]["annotations"][ANNOTATION_DELETE_REASON] == "Rollout"
+        assert labels(fake.pods["darwin-398b-0-0"])["serving.darwin.ai/serving"] == "false"
+        # the successor: names of its own, on the new image, gates lifted in the same reconcile
+        new = {n: p for n, p in fake.pods.items() if n not in old}
+        assert sorted(new) == ["darwin-398b-0-0-1"]
+        (pod,) = new.values()
+        assert labels(pod)[LABEL_INCARNATION] == "1"
+        assert pod["spec"]["containers"][0]["image"] == "vllm/vllm-openai:v0.34.0"
+        assert not pod["spec"].get("schedulingGates")
+        assert fake.created_beside_live == []  # never created while an old pod was live
+
+    asyncio.run(scenario())
