@@ -703,15 +703,14 @@ class _Planner:
         if state.watch is not None:
             self.deadlines.append(state.watch)
         g = state.group
+        held = state.index in decision.hold and state.admission is not None
+        if held:  # a surge group, gated or about to be created: no GPUs asked for yet
+            state = replace(state, admission=None, view=replace(state.view, message=_HELD_MESSAGE))
         if state.standing in _LEFT_TO_THEIR_COURSE or g is None:
             self.follow(state)
         elif state.index in decision.replace:
             message = f"replacing revision {g.revision} with {self.revision}"
             self.retire(g, DeleteReason.ROLLOUT, message)
-        elif state.index in decision.hold and state.admission is not None:
-            self.follow(
-                replace(state, admission=None, view=replace(state.view, message=_HELD_MESSAGE))
-            )
         else:
             self.follow(state)
 

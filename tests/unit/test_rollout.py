@@ -236,6 +236,11 @@ def test_planner_creates_a_surge_group_and_holds_its_admission_while_a_wanted_on
     assert [a.index for a in plan.admissions] == [1]  # the wanted group first
     assert plan.groups[2].phase == GroupPhase.WAITING_FOR_CAPACITY
 
+    # nor does one created while a wanted index has no group: that one is admitted at once
+    plan = make_plan(spec, observe(spec, groups(spec, [0])))
+    assert [a.index for a in plan.actions if isinstance(a, CreateGroup)] == [1, 2]
+    assert [a.index for a in plan.admissions] == [1]
+
 
 def test_planner_keeps_a_group_above_replicas_serving_until_another_is_ready():
     spec = make_spec(replicas=1, rollout={"maxUnavailable": 0, "maxSurge": 1})
