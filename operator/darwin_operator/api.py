@@ -369,6 +369,11 @@ class ModelSpec(_Model):
     """Hub token for gated models, passed as HF_TOKEN from this Secret key (never a literal)."""
     cache: ModelCache | None = None
     """Weights volume; without it every pod downloads the weights into its own disk."""
+    size: Quantity | None = None
+    """Size of the weights on disk (the reference model: 800Gi). Without model.cache every pod
+    downloads the whole model into its own ephemeral storage, so each pod requests this much
+    ephemeral storage plus room for vLLM's caches (a node that cannot hold it is not chosen,
+    instead of a pod evicted half way through a download)."""
 
 
 class EnvVar(_Model):

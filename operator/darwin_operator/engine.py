@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shlex
 
-from darwin_operator.api import MAX_STARTUP_TIMEOUT_SECONDS, DarwinEndpointSpec
+from darwin_operator import staging
+from darwin_operator.api import MAX_STARTUP_TIMEOUT_SECONDS, CacheStaging, DarwinEndpointSpec
 from darwin_operator.topology import shape_of
 from darwin_operator.vocabulary import LEADER_RANK
 
@@ -30,6 +31,43 @@ PRE_STOP_SECONDS = 5
 EXIT_MARGIN_SECONDS = 15
 SHUTDOWN_TIMEOUT_SECONDS = TERMINATION_GRACE_SECONDS - PRE_STOP_SECONDS - EXIT_MARGIN_SECONDS
 
+# torch.distributed's clock for the ranks of a multi-pod group (init_process_group and the
+# collectives that wait for the slowest rank while the weights load). Torch's 600 s default ends
+# a group whose one rank starts late (an image pull, a cold page cache, a download without a
+# cache); the operator's own startup clock (health.startupTimeoutSeconds) decides when a slow
+# group is given up, so torch's must never fire first. A fixed bound, as for
+# VLLM_ENGINE_READY_TIMEOUT_S: a change of the startup timeout replaces no group.
+DISTRIBUTED_TIMEOUT_SECONDS = MAX_STARTUP_TIMEOUT_SECONDS
+VLLM_CACHE_DIR = "vllm-cache"  # VLLM_CACHE_ROOT under the weights volume (torch.compile cache)
+
+
+def is_staged(spec: DarwinEndpointSpec) -> bool:
+    """Whether the operator stages the weights: vLLM then loads a staged directory offline."""
+    cache = spec.model.cache
+    return (
+        cache is not None
+        and cache.staging != CacheStaging.NONE
+        and not spec.model.name.startswith("/")
+    )
+
+
+def model_argument(spec: DarwinEndpointSpec) -> str:
+    """What vLLM loads: the staged revision's directory, else the hub id or path as given."""
+    if is_staged(spec):
+        cache = spec.model.cache
+        return staging.model_dir(cache.mount_path, spec.model.name, spec.model.revision)
+    return spec.model.name
+
+
+def weights_read_only(spec: DarwinEndpointSpec) -> bool:
+    """Whether vLLM's pods mount the weights volume read-only: a path the user filled, or one
+    shared volume that staging filled (ReadOnlyMany works; vLLM offline writes nothing there).
+    A node-local volume stays writable: vLLM's caches live on it (cache_env)."""
+    cache = spec.model.cache
+    return spec.model.name.startswith("/") or (
+        cache is not None and cache.staging == CacheStaging.SHARED
+    )
+
 
 def served_model_names(spec: DarwinEndpointSpec, endpoint_name: str) -> list[str]:
     """The names the endpoint answers to: the short name first (vLLM reports the first in
@@ -48,7 +86,7 @@ def vllm_serve_args(
     shape = shape_of(spec)
     engine = spec.engine
     args = [
-        spec.model.name,
+        model_argument(spec),
         "--served-model-name",
         *served_model_names(spec, endpoint_name),
         "--host",
@@ -79,14 +117,16 @@ def vllm_serve_args(
         ]
         if rank != LEADER_RANK:
             args.append("--headless")
+        args += ["--distributed-timeout-seconds", str(DISTRIBUTED_TIMEOUT_SECONDS)]
     if engine.max_model_len is not None:
         args += ["--max-model-len", str(engine.max_model_len)]
     if engine.trust_remote_code:
         args.append("--trust-remote-code")
-    if spec.model.revision:
-        args += ["--revision", spec.model.revision]
-    if spec.model.cache is not None:
-        args += ["--download-dir", spec.model.cache.mount_path]
+    if not is_staged(spec):  # a staged directory is one revision and is never downloaded into
+        if spec.model.revision:
+            args += ["--revision", spec.model.revision]
+        if spec.model.cache is not None:
+            args += ["--download-dir", spec.model.cache.mount_path]
     return args + list(engine.extra_args)
 
 
@@ -112,6 +152,28 @@ def container_command(
     return ["bash", "-c", f"{_wait_for_dns(leader_address)}\nexec {shlex.join(serve)}"]
 
 
+def cache_env(spec: DarwinEndpointSpec) -> list[dict]:
+    """vLLM's caches on the weights volume where it is writable, so that a restarted pod reuses
+    the compiled graphs (torch.compile under VLLM_CACHE_ROOT) and the hub's files; and offline
+    hub access when the weights were staged (a staged directory needs no hub, and offline vLLM
+    takes no lock files in the volume)."""
+    cache = spec.model.cache
+    if cache is None:
+        return []
+    env = []
+    if not weights_read_only(spec):
+        env += [
+            {"name": "HF_HOME", "value": staging.hf_home(cache.mount_path)},
+            {
+                "name": "VLLM_CACHE_ROOT",
+                "value": f"{cache.mount_path.rstrip('/')}/{VLLM_CACHE_DIR}",
+            },
+        ]
+    if is_staged(spec):
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    return env
+
+
 def pod_env(
     spec: DarwinEndpointSpec,
     *,
@@ -133,6 +195,7 @@ def pod_env(
         # itself, so the pods carry the bound and a change of the timeout replaces no group.
         {"name": "VLLM_ENGINE_READY_TIMEOUT_S", "value": str(MAX_STARTUP_TIMEOUT_SECONDS)},
     ]
+    env += cache_env(spec)
     token = spec.model.token_secret_ref
     if token is not None:
         env.append(

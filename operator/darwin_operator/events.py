@@ -31,6 +31,8 @@ class Reason(StrEnum):
     # weights could not be staged (model.cache.staging): the cause is in the message
     STAGING_FAILED = "StagingFailed"
     RECONCILE_ERROR = "ReconcileError"
+    # no model.cache: every pod downloads the whole model (the WeightsCached=False condition)
+    EVERY_POD_DOWNLOADS = "EveryPodDownloads"
 
 
 NORMAL = "Normal"

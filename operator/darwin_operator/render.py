@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from darwin_operator import engine, rollout, topology, vocabulary
+from darwin_operator import engine, observed, rollout, topology, vocabulary
 from darwin_operator.api import (
     API_VERSION,
     DEFAULT_CPU_PER_GPU,
@@ -253,7 +253,24 @@ def _resources(spec: DarwinEndpointSpec) -> dict:
     requests = {**limits, "cpu": str(cpu), "memory": str(memory)}
     if spec.resources.guaranteed:
         limits.update(cpu=str(cpu), memory=str(memory))
+    download = download_room(spec)
+    if download is not None:
+        requests["ephemeral-storage"] = download
     return {"limits": limits, "requests": requests}
+
+
+# Beside the weights, a pod without a cache keeps vLLM's own caches and its logs on its disk.
+DOWNLOAD_HEADROOM_GI = 32
+
+
+def download_room(spec: DarwinEndpointSpec) -> str | None:
+    """Without model.cache every pod downloads the whole model into its own disk: it requests
+    model.size and headroom as ephemeral storage, so that the scheduler picks a node that can
+    hold it (no request, and a full disk evicts the pod part way through its download)."""
+    if spec.model.cache is not None or spec.model.size is None:
+        return None
+    gib = math.ceil(observed.quantity(spec.model.size) / 2**30) + DOWNLOAD_HEADROOM_GI
+    return f"{gib}Gi"
 
 
 def _pod_security_context(spec: DarwinEndpointSpec) -> dict:
@@ -303,11 +320,6 @@ def _probes(spec: DarwinEndpointSpec) -> dict:
     }
 
 
-def _weights_read_only(spec: DarwinEndpointSpec) -> bool:
-    # A model given as a path is already in the volume; a hub id is downloaded into it.
-    return spec.model.name.startswith("/")
-
-
 def _volumes(spec: DarwinEndpointSpec) -> list[dict]:
     volumes: list[dict] = [
         {
@@ -318,7 +330,7 @@ def _volumes(spec: DarwinEndpointSpec) -> list[dict]:
     cache = spec.model.cache
     if cache is not None and cache.persistent_volume_claim:
         claim = {"claimName": cache.persistent_volume_claim}
-        if _weights_read_only(spec):
+        if engine.weights_read_only(spec):
             claim["readOnly"] = True
         volumes.append({"name": "weights", "persistentVolumeClaim": claim})
     elif cache is not None and cache.host_path:
@@ -331,7 +343,7 @@ def _volume_mounts(spec: DarwinEndpointSpec) -> list[dict]:
     mounts: list[dict] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     if spec.model.cache is not None:
         mount = {"name": "weights", "mountPath": spec.model.cache.mount_path}
-        if _weights_read_only(spec):
+        if engine.weights_read_only(spec):
             mount["readOnly"] = True
         mounts.append(mount)
     for extra in spec.pod.volume_mounts:

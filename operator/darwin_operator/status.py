@@ -34,6 +34,7 @@ from darwin_operator.vocabulary import (
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+WEIGHTS_CACHED = "WeightsCached"  # present only as a warning: False without model.cache
 
 # Phases of a wanted group, least advanced first: the first one present names the progress.
 _PROGRESS_ORDER = (
@@ -367,6 +368,9 @@ def compute(
             now,
         ),
     ]
+    no_cache = _no_cache_warning(spec)
+    if no_cache is not None:
+        conditions.append(_condition(old, WEIGHTS_CACHED, False, *no_cache, generation, now))
     return DarwinEndpointStatus(
         observed_generation=generation,
         phase=phase.value,
@@ -383,6 +387,21 @@ def compute(
         conditions=conditions,
         groups=groups,
         health=_health(past) if history is not None else None,
+    )
+
+
+def _no_cache_warning(spec: DarwinEndpointSpec) -> tuple[str, str] | None:
+    """(reason, message) of the WeightsCached=False warning, or None with a cache."""
+    if spec.model.cache is not None:
+        return None
+    if spec.model.size is not None:
+        room = f" ({spec.model.size}), and each requests that much ephemeral storage"
+    else:
+        room = ", with no room for it requested (set model.size)"
+    return (
+        Reason.EVERY_POD_DOWNLOADS.value,
+        f"model.cache is not set: every pod downloads the whole model on every start{room}; "
+        "set model.cache (staging PerNode: once per node) to keep the weights across restarts",
     )
 
 
@@ -487,6 +506,10 @@ def transitions(
         and new_degraded.reason in Reason._value2member_map_
     ):
         notes.append(EventNote(WARNING, Reason(new_degraded.reason), new_degraded.message))
+    old_cached = find_condition(old.conditions if old else None, WEIGHTS_CACHED)
+    new_cached = find_condition(new.conditions, WEIGHTS_CACHED)
+    if new_cached is not None and (old_cached is None or old_cached.status != new_cached.status):
+        notes.append(EventNote(WARNING, Reason.EVERY_POD_DOWNLOADS, new_cached.message))
     if new.phase == EndpointPhase.READY and (old is None or old.phase != EndpointPhase.READY):
         notes.append(
             EventNote(

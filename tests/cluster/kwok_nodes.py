@@ -11,6 +11,8 @@ class NodeShape:
     gpus: int = 8
     cpu: str = "224"
     memory: str = "2Ti"
+    # local NVMe (a DGX B200 has 8 x 3.84 TB): pods without a weights cache request room on it
+    ephemeral_storage: str = "28Ti"
     gpu_product: str = "NVIDIA-B200"
     nodes_per_rack: int = 2
     racks_per_zone: int = 2
@@ -34,6 +36,7 @@ def node_manifest(index: int, shape: NodeShape) -> dict:
     resources = {
         "cpu": shape.cpu,
         "memory": shape.memory,
+        "ephemeral-storage": shape.ephemeral_storage,
         "pods": "110",
         "nvidia.com/gpu": str(shape.gpus),
     }

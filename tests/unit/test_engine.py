@@ -122,6 +122,7 @@ def test_no_token_no_hf_token():
 def test_every_flag_the_operator_sets_is_protected_from_extra_args():
     """The operator's own flags, apart from the spec-derived ones users may override."""
     user_overridable = {"dtype", "max-model-len", "trust-remote-code", "revision", "download-dir"}
+    user_overridable.add("distributed-timeout-seconds")  # extraArgs come last and win
     for endpoint_spec, rank in [
         (spec(), 0),
         (spec(placement={"podsPerGroup": 3}), 1),
@@ -145,3 +146,61 @@ def test_every_variable_the_operator_sets_is_owned():
             or var["name"] in api.OWNED_ENV
             or var["name"] in api.TOKEN_ENV
         )
+
+
+STAGED_DIR = "/models/staged/FINAL-Bench--Darwin-398B-JGOS/9f2c4e1b"
+
+
+def env_of(endpoint_spec, rank=0):
+    env = engine.pod_env(
+        endpoint_spec,
+        endpoint_name="darwin-398b",
+        group=0,
+        rank=rank,
+        leader_address=LEADER,
+        group_size=1,
+    )
+    return {var["name"]: var.get("value") for var in env}
+
+
+@pytest.mark.parametrize("mode", ["PerNode", "Shared"])
+def test_staged_weights_load_from_their_directory_offline(mode):
+    cache = {"persistentVolumeClaim": "w", "staging": mode}
+    staged = spec(model={"revision": "9f2c4e1b", "cache": cache})
+    args = args_of(staged)
+    assert args[0] == STAGED_DIR  # staging.model_dir: where the staging pod put them
+    names = args[args.index("--served-model-name") + 1 : args.index("--host")]
+    assert names == ["darwin-398b", "FINAL-Bench/Darwin-398B-JGOS"]  # still the hub id
+    assert "--revision" not in args and "--download-dir" not in args
+    env = env_of(staged)
+    assert env["HF_HUB_OFFLINE"] == "1"
+    # vLLM's caches go on a node-local volume, which stays writable; a shared one is read-only
+    caches = {"HF_HOME": "/models/hf-home", "VLLM_CACHE_ROOT": "/models/vllm-cache"}
+    assert {k: env.get(k) for k in caches} == (
+        caches if mode == "PerNode" else dict.fromkeys(caches)
+    )
+    assert engine.weights_read_only(staged) == (mode == "Shared")
+
+
+def test_a_cache_vllm_downloads_into_keeps_the_hub_id_and_holds_vllms_caches():
+    cached = spec(model={"revision": "main", "cache": {"hostPath": "/mnt/nvme"}})
+    args = args_of(cached)
+    assert args[0] == "FINAL-Bench/Darwin-398B-JGOS"
+    assert flag(args, "--revision") == "main" and flag(args, "--download-dir") == "/models"
+    env = env_of(cached)
+    assert env["HF_HOME"] == "/models/hf-home" and env["VLLM_CACHE_ROOT"] == "/models/vllm-cache"
+    assert "HF_HUB_OFFLINE" not in env
+    assert not {"HF_HOME", "VLLM_CACHE_ROOT", "HF_HUB_OFFLINE"} & set(env_of(spec()))
+
+
+def test_a_path_model_is_taken_as_given_even_with_staging():
+    path = spec(model={"name": "/models/mine", "cache": {"hostPath": "/n", "staging": "PerNode"}})
+    assert args_of(path)[0] == "/models/mine"
+    assert engine.weights_read_only(path) and "HF_HOME" not in env_of(path)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_multi_pod_groups_wait_for_late_ranks_as_long_as_the_operator_would(rank):
+    args = args_of(spec(placement={"podsPerGroup": 3}), rank)
+    assert flag(args, "--distributed-timeout-seconds") == str(api.MAX_STARTUP_TIMEOUT_SECONDS)
+    assert "--distributed-timeout-seconds" not in args_of(spec())  # one pod: no torch rendezvous

@@ -459,3 +459,19 @@ def test_cpu_and_memory_default_per_gpu_and_guaranteed_sets_limits_to_requests()
             "memory": "512Gi",
         }
     )
+
+
+def test_without_a_cache_each_pod_requests_room_for_the_whole_download():
+    sized = container(pods_of(spec(model={"size": "800Gi"}))[0])
+    assert sized["resources"]["requests"]["ephemeral-storage"] == "832Gi"  # + vLLM's caches
+    assert "ephemeral-storage" not in sized["resources"].get("limits", {})  # no eviction at it
+    assert "ephemeral-storage" not in container(pods_of(spec())[0])["resources"]["requests"]
+    cached = spec(model={"size": "800Gi", "cache": {"persistentVolumeClaim": "w"}})
+    assert "ephemeral-storage" not in container(pods_of(cached)[0])["resources"]["requests"]
+
+
+def test_a_shared_staged_volume_is_mounted_read_only_a_node_local_one_writable():
+    for mode, read_only in (("Shared", True), ("PerNode", False)):
+        pod = pods_of(spec(model={"cache": {"persistentVolumeClaim": "w", "staging": mode}}))[0]
+        mount = {m["name"]: m for m in container(pod)["volumeMounts"]}["weights"]
+        assert mount.get("readOnly", False) is read_only, mode

@@ -56,6 +56,7 @@ def test_all_groups_ready_is_ready_available_and_not_progressing():
         "Available": ("True", "MinimumReplicasAvailable"),
         "Progressing": ("False", "Converged"),
         "Degraded": ("False", "AsExpected"),
+        "WeightsCached": ("False", "EveryPodDownloads"),  # the reference spec has no cache
     }
     assert [(g.index, g.phase, g.pods_ready) for g in s.groups] == [
         (0, "Ready", 1),
@@ -176,7 +177,11 @@ def test_events_fire_on_transitions_only():
     )
     first = compute([waiting])
     reasons = [n.reason for n in status.transitions(None, first)]
-    assert reasons == [Reason.WAITING_FOR_CAPACITY, Reason.NO_ELIGIBLE_NODES]
+    assert reasons == [
+        Reason.WAITING_FOR_CAPACITY,
+        Reason.NO_ELIGIBLE_NODES,
+        Reason.EVERY_POD_DOWNLOADS,
+    ]
     again = compute([waiting], old=first)
     assert status.transitions(first, again) == []
     ready = compute([view(0, GroupPhase.READY)], spec=make_spec(replicas=1), old=again)
@@ -206,3 +211,25 @@ def test_percent_max_unavailable_resolves_like_deployments():
     assert status.resolve_int_or_percent("25%", 10, round_up=True) == 3
     assert status.resolve_int_or_percent("3", 10, round_up=False) == 3
     assert status.resolve_int_or_percent(1, 10, round_up=False) == 1
+
+
+def test_without_a_cache_a_warning_says_every_pod_downloads_the_model_once():
+    no_size = compute([view(0, GroupPhase.READY)], spec=make_spec(replicas=1))
+    cached = status.find_condition(no_size.conditions, "WeightsCached")
+    assert (cached.status, cached.reason) == ("False", "EveryPodDownloads")
+    assert "every pod downloads the whole model" in cached.message
+    assert "set model.size" in cached.message
+    sized = make_spec(replicas=1, model={"size": "800Gi"})
+    s = compute([view(0, GroupPhase.READY)], spec=sized, old=no_size)
+    assert "(800Gi), and each requests that much ephemeral storage" in (
+        status.find_condition(s.conditions, "WeightsCached").message
+    )
+    notes = [n for n in status.transitions(None, s) if n.reason == Reason.EVERY_POD_DOWNLOADS]
+    assert [n.type for n in notes] == ["Warning"]
+    assert Reason.EVERY_POD_DOWNLOADS not in [n.reason for n in status.transitions(no_size, s)]
+
+    with_cache = make_spec(
+        replicas=1, model={"cache": {"hostPath": "/mnt/nvme", "staging": "PerNode"}}
+    )
+    s = compute([view(0, GroupPhase.READY)], spec=with_cache)
+    assert status.find_condition(s.conditions, "WeightsCached") is None

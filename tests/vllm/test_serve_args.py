@@ -80,6 +80,19 @@ CASES: dict[str, tuple[DarwinEndpointSpec, int, str]] = {
         0,
         "api_server",
     ),
+    # staged weights: a directory as the model, --distributed-timeout-seconds on every rank
+    "staged-per-stage-worker": (
+        spec_of(
+            model={
+                "name": "FINAL-Bench/Darwin-398B-JGOS",
+                "revision": "9f2c4e1b7a3d5c6e8f0a1b2c3d4e5f6a7b8c9d0e",
+                "cache": {"hostPath": "/mnt/nvme/models", "staging": "PerNode"},
+            },
+            placement={"podsPerGroup": 3},
+        ),
+        2,
+        "headless",
+    ),
 }
 
 REFERENCE_ARGS = serve_args(spec_of())
