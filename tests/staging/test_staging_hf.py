@@ -92,6 +92,8 @@ def test_a_killed_run_resumes_without_fetching_finished_files_again(start_hub, t
     )
     os.killpg(proc.pid, signal.SIGKILL)  # as a node reboot or a deleted pod would
     proc.wait()
+    # what the stand-in was still sending into the dead connections counts for the killed run
+    wait_for(lambda: hub.stats()["active"] == 0, 60, "the killed run's responses to end")
     target, rev = stager.target(), hub.revision()
     assert not stager.marker().exists()
     finished = staged_files(target)

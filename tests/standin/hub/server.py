@@ -59,6 +59,7 @@ class Faults:
 class Stats:
     lock: threading.Lock = field(default_factory=threading.Lock)
     bytes_served: int = 0
+    active: int = 0  # responses still sending (a killed client's last ones end with an error)
     requests: list[dict] = field(default_factory=list)
 
     def record(self, **request) -> None:
@@ -67,7 +68,11 @@ class Stats:
 
     def as_json(self) -> dict:
         with self.lock:
-            return {"bytes_served": self.bytes_served, "requests": list(self.requests)}
+            return {
+                "bytes_served": self.bytes_served,
+                "active": self.active,
+                "requests": list(self.requests),
+            }
 
 
 @dataclass
@@ -259,17 +264,23 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             last = rev.files[path].size - 1
-            with open(rev.root / path, "rb") as f:
-                f.seek(start)
-                left = end - start + 1
-                while left:
-                    chunk = f.read(min(CHUNK, left))
-                    if path == hub.faults.corrupt and end == last and left == len(chunk):
-                        chunk = chunk[:-1] + bytes([chunk[-1] ^ 0xFF])
-                    hub.throttle.take(len(chunk))
-                    self.apply_faults(chunk, path, end - left + 1)
-                    self.wfile.write(chunk)
-                    left -= len(chunk)
+            with hub.stats.lock:
+                hub.stats.active += 1
+            try:
+                with open(rev.root / path, "rb") as f:
+                    f.seek(start)
+                    left = end - start + 1
+                    while left:
+                        chunk = f.read(min(CHUNK, left))
+                        if path == hub.faults.corrupt and end == last and left == len(chunk):
+                            chunk = chunk[:-1] + bytes([chunk[-1] ^ 0xFF])
+                        hub.throttle.take(len(chunk))
+                        self.apply_faults(chunk, path, end - left + 1)
+                        self.wfile.write(chunk)
+                        left -= len(chunk)
+            finally:
+                with hub.stats.lock:
+                    hub.stats.active -= 1
 
         def apply_faults(self, chunk: bytes, path: str, position: int) -> None:
             """Counts the chunk as served, or ends the process or the connection part way."""
