@@ -82,7 +82,11 @@ class WeightsBench(Bench):
             first = self.status(ns, NAME)["updateRevision"]
 
             started = time.monotonic()
-            self.cluster.core().delete_namespaced_pod(f"{NAME}-0-0", ns)
+            core = self.cluster.core()
+            leader = core.list_namespaced_pod(
+                ns, label_selector="serving.darwin.ai/group=0,serving.darwin.ai/role=leader"
+            ).items[0]
+            core.delete_namespaced_pod(leader.metadata.name, ns)
             self.wait(lambda: self.ready_on(ns, None, restarts=1), process.log)
             failure = time.monotonic() - started
 

@@ -17,6 +17,7 @@ from tests.e2e.checks import (
     endpoint_status,
     event_reasons,
     events,
+    is_deleting,
     is_gated,
     pods,
     wait_for_idle_gpus,
@@ -78,6 +79,14 @@ def staged_manifest(name: str, staged_after: str, **changes) -> dict:
     manifest["spec"]["model"]["cache"] = {"persistentVolumeClaim": "models", "staging": "PerNode"}
     manifest["spec"]["podMetadata"]["annotations"]["darwin.test/staged-after"] = staged_after
     return manifest
+
+
+def group_leader(pod: dict, index: int) -> bool:
+    labels = pod["metadata"]["labels"]
+    return (
+        labels.get("serving.darwin.ai/group") == str(index)
+        and labels.get("serving.darwin.ai/role") == "leader"
+    )
 
 
 def node_of(pod: dict) -> str:
@@ -155,22 +164,20 @@ def test_groups_go_where_the_weights_are_and_survive_a_kill_a_recreation_and_a_r
         assert {w["state"] for w in status["weights"]} == {"Staged", "Failed"}
 
         # a recreated group goes back to its warm node
-        leader = next(p for p in serving if p["metadata"]["name"] == "local-0-0")
+        leader = next(p for p in serving if group_leader(p, 0))
         home = leader["spec"]["nodeName"]
-        core.delete_namespaced_pod("local-0-0", namespace)
+        core.delete_namespaced_pod(leader["metadata"]["name"], namespace)
 
         def back():
             s = endpoint_status(cluster, namespace, "local")
             group = next(g for g in s.get("groups") or [] if g["index"] == 0)
             if group.get("restarts", 0) < 1 or s.get("readyReplicas") != 2:
                 return None
-            return next(
-                p
-                for p in endpoint_pods(cluster, namespace, "local")
-                if p["metadata"]["name"] == "local-0-0"
-            )
+            live = endpoint_pods(cluster, namespace, "local")
+            return next((p for p in live if group_leader(p, 0) and not is_deleting(p)), None)
 
         again = wait_for(back, timeout=120, what="group 0 recreated and Ready")
+        assert again["metadata"]["uid"] != leader["metadata"]["uid"]
         assert again["spec"]["nodeName"] == home
 
         # a rollout to a new revision stages first: no group is drained while it downloads
