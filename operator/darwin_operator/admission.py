@@ -1,8 +1,9 @@
-"""Gang admission across endpoints: decide on one fresh read of free GPUs, then lift gates.
+"""Gang admission across endpoints: decide on one view of free GPUs, then lift gates.
 
 Decisions are serialized in the process, so two endpoints never count the same free GPUs. The
 requests that queue up while one batch runs are decided together in the next one, on a single
-fresh read of nodes and pods, in the order they arrived; each admitted group's GPUs are taken
+view of nodes and pods (view.py: kept from watches and from our own writes, so the gates this
+process lifted count at once), in the order they arrived; each admitted group's GPUs are taken
 off before the next request is looked at, exactly as if each had read the cluster after the
 previous one lifted its gates. This keeps admission cheap when many endpoints start at once.
 """
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from darwin_operator import capacity, render, writes
 from darwin_operator.capacity import Fit
 from darwin_operator.cluster import Cluster
-from darwin_operator.observed import node_from_api, pod_from_api
 from darwin_operator.planner import Admission
+from darwin_operator.view import ListedView, WatchedView
 
 
 @dataclass
@@ -29,9 +30,15 @@ class _Request:
 
 
 class Admitter:
-    def __init__(self, cluster: Cluster, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        clock: Callable[[], float],
+        view: ListedView | WatchedView | None = None,
+    ) -> None:
         self.cluster = cluster
         self.clock = clock
+        self.view = view or ListedView(cluster)
         self._lock = asyncio.Lock()
         self._pending: list[_Request] = []
 
@@ -52,20 +59,17 @@ class Admitter:
 
     async def _decide(self, batch: list[_Request]) -> None:
         try:
-            raw_nodes, raw_pods = await self.cluster.capacity_inputs()
+            seen = await self.view.capacity()
         except Exception as error:
             for request in batch:
                 request.result.set_exception(error)
             return
-        nodes = [node_from_api(o) for o in raw_nodes]
-        pods = [pod_from_api(o) for o in raw_pods]
+        nodes = seen.nodes
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
-        room = capacity.free_room(nodes, pods)  # CPU, memory, ...: shrinks inside admit_in_order
+        room = seen.free_room()  # CPU, memory, ...: shrinks inside admit_in_order
         decided: list[tuple[_Request, list[Fit]]] = []
         for request in batch:
-            left = free.setdefault(
-                request.resource, capacity.free_gpus(nodes, pods, request.resource)
-            )
+            left = free.setdefault(request.resource, seen.free_gpus(request.resource))
             demands = [a.demand for a in request.admissions]
             fits = capacity.admit_in_order(demands, nodes, left, room)
             for admission, fit in zip(request.admissions, fits, strict=True):

@@ -75,20 +75,35 @@ def free_gpus(
         if pod.bound:
             if pod.node_name in free:
                 free[pod.node_name] -= amount
-        elif not pod.deleting and not pod.gated and not pod.foreign_gates:
+        elif released(pod):
             waiting.append(pod)
-    # Released pods the scheduler has not placed yet: put them where they would fit, oldest first.
+    place_released(free, nodes, waiting, resource)
+    return free
+
+
+def released(pod: ObservedPod) -> bool:
+    """Unbound and free of gates: the scheduler is about to place it."""
+    return not pod.bound and not pod.deleting and not pod.gated and not pod.foreign_gates
+
+
+def place_released(
+    free: dict[str, int], nodes: Sequence[NodeInfo], waiting: Iterable[ObservedPod], resource: str
+) -> None:
+    """Take off `free` what released pods the scheduler has not placed yet will take: each
+    where it would fit, oldest first."""
+    by_name = {n.name: n for n in nodes}
     for pod in sorted(waiting, key=lambda p: (p.created_at or 0.0, p.name)):
         amount = pod.requests(resource)
+        held = pod.placement.node_names  # held to its nodes by admission: only those count
+        eligible = [by_name[n] for n in held if n in by_name] if held else nodes
         candidates = [
             n.name
-            for n in nodes
+            for n in eligible
             if _exclusion(n, pod.placement, resource) is None and free[n.name] >= amount
         ]
         if candidates:
             best = min(candidates, key=lambda name: (free[name], name))
             free[best] -= amount
-    return free
 
 
 def free_room(nodes: Iterable[NodeInfo], pods: Iterable[ObservedPod]) -> dict[str, dict[str, int]]:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -83,6 +83,8 @@ class Cluster:
         self._cluster_pods_readable = True
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="k8s-api")
         self._instance = socket.gethostname()
+        # Told of every object a write returns (view.py keeps its copy current with it).
+        self.on_written: Callable[[str, Mapping[str, Any]], None] = lambda kind, obj: None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -133,6 +135,36 @@ class Cluster:
                 payload.get("message", str(data[:200])) if isinstance(payload, dict) else "",
             )
         return payload
+
+    def watch_sync(
+        self, path: str, query: Iterable[tuple[str, str]], timeout: float
+    ) -> Iterator[dict[str, Any]]:
+        """The events of a watch, one dict each, until the server ends it (a blocking
+        generator, for view.py's watch threads)."""
+        method, url, headers, _, _ = self.client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=[*query, ("watch", "true")],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(
+            method, url, header_params=headers, _request_timeout=(10, timeout)
+        )
+        raw = response.response
+        try:
+            if not 200 <= response.status < 300:
+                data = raw.read()
+                metrics.API_ERRORS.labels("watch", str(response.status)).inc()
+                payload = json.loads(data) if data else {}
+                raise ApiError(
+                    response.status, payload.get("reason", ""), payload.get("message", "")
+                )
+            for line in raw:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            raw.release_conn()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
@@ -234,6 +266,9 @@ class Cluster:
         listed = await self.request("GET", "/api/v1/nodes", fine=[403])
         return None if listed is None else listed.get("items") or []
 
+    async def get_node(self, name: str) -> dict[str, Any] | None:
+        return await self.request("GET", f"/api/v1/nodes/{name}", fine=[404])
+
     async def capacity_inputs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """All nodes and all non-terminal pods, read fresh (no cache) for gang admission."""
         nodes, pods = await asyncio.gather(
@@ -307,12 +342,17 @@ class Cluster:
             raise TypeError(write)
 
         done = await asyncio.gather(*(send(w) for w in pod_writes))
+        for obj in done:
+            if obj is not None:
+                self.on_written("Pod", obj)
         return sum(1 for d in done if d is not None)
 
     async def store_revision(self, obj: Mapping[str, Any]) -> None:
         """Create a ControllerRevision; one that exists already is left as it is (immutable)."""
         path = _REVISIONS.format(ns=obj["metadata"]["namespace"])
-        await self.request("POST", path, body=obj, fine=[409])
+        stored = await self.request("POST", path, body=obj, fine=[409])
+        if stored is not None:
+            self.on_written("ControllerRevision", stored)
 
     async def prune_revision(self, namespace: str, name: str) -> None:
         await self.request("DELETE", f"{_REVISIONS.format(ns=namespace)}/{name}", fine=[404])
@@ -321,21 +361,25 @@ class Cluster:
         """Server-side apply: creates the object or brings the fields we own to `obj`."""
         meta = obj["metadata"]
         path = f"{_PATHS[obj['kind']].format(ns=meta['namespace'])}/{meta['name']}"
-        await self.request(
+        applied = await self.request(
             "PATCH",
             path,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             body=obj,
             content_type="application/apply-patch+yaml",
         )
+        if applied is not None:
+            self.on_written(obj["kind"], applied)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self.request(
+        patched = await self.request(
             "PATCH",
             f"{_ENDPOINTS.format(ns=namespace)}/{name}/status",
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+        if patched is not None:
+            self.on_written(api.KIND, patched)
 
     async def post_event(self, endpoint: Mapping[str, Any], note: EventNote, now: float) -> None:
         meta = endpoint["metadata"]

@@ -1,4 +1,4 @@
-"""kopf wiring only: every watch ends in a trigger of the one reconcile of an endpoint.
+"""kopf wiring only: endpoint events end in a trigger of the one reconcile of an endpoint.
 
 Only event handlers are used: they keep no progress and add no finalizer, so kopf writes nothing
 to the endpoints (its status stays the operator's own) and deleting a namespace never waits for
@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from darwin_operator import api, credentials, vocabulary, weights
+from darwin_operator import api, credentials, weights
 
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
 
@@ -56,25 +56,16 @@ def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.Co
 async def endpoint_event(
     event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    if event.get("type") == "DELETED":
+    deleted = event.get("type") == "DELETED"
+    memo.view.endpoint_seen(event["object"], deleted=deleted)
+    if deleted:
         memo.controller.forget(namespace, name)  # the garbage collector removes what it owned
     else:
         memo.controller.trigger(namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={vocabulary.LABEL_ENDPOINT: kopf.PRESENT})
-async def pod_event(
-    event: dict[str, Any],
-    namespace: str,
-    labels: dict[str, str],
-    body: Any,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    memo.controller.trigger(namespace, labels[vocabulary.LABEL_ENDPOINT])
-    phase = (body.get("status") or {}).get("phase")
-    if event.get("type") == "DELETED" or phase in ("Succeeded", "Failed"):
-        memo.controller.trigger_waiting()  # GPUs were freed
+# Group members, nodes, Services, PDBs and revisions are watched by view.py, which triggers
+# the endpoints a change concerns (and the ones waiting for GPUs when some are freed).
 
 
 @kopf.on.event("", "v1", "pods", labels={weights.LABEL_WEIGHTS: kopf.PRESENT})
@@ -85,20 +76,6 @@ async def staging_pod_event(namespace: str, body: Any, memo: kopf.Memo, **_: Any
             memo.controller.trigger(namespace, owner["name"])
 
 
-def _not_ready(body: Any, **_: Any) -> bool:
-    ready = vocabulary.find_condition((body.get("status") or {}).get("conditions"), "Ready")
-    return ready is not None and ready.get("status") != "True"
-
-
-@kopf.on.event("", "v1", "nodes", when=_not_ready)
-async def node_not_ready(memo: kopf.Memo, **_: Any) -> None:
-    # A node that stops being Ready changes none of its pods (the kubelet reports it, not the
-    # node controller), yet it breaks the groups on it after a grace period (health.py): every
-    # endpoint looks now and asks to be woken when that period ends.
-    for namespace, name in memo.controller.endpoints:
-        memo.controller.trigger(namespace, name)
-
-
 @kopf.on.probe(id="endpoints")
 def endpoints_probe(memo: kopf.Memo, **_: Any) -> int:
     return len(memo.controller.endpoints)
@@ -107,4 +84,5 @@ def endpoints_probe(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
+    memo.view.stop()
     memo.cluster.close()

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from darwin_operator import (
@@ -31,16 +31,11 @@ from darwin_operator.admission import Admitter
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
-from darwin_operator.observed import (
-    Observed,
-    incarnations_from_pods,
-    node_from_api,
-    pod_from_api,
-)
+from darwin_operator.observed import Observed, incarnations_from_pods
 from darwin_operator.planner import GroupView, PlannerConfig
+from darwin_operator.view import ListedView, WatchedView
 from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
-    ANNOTATION_SPEC_HASH,
     DeleteReason,
     Fault,
     GroupPhase,
@@ -81,6 +76,17 @@ class Result:
     waiting_for_capacity: bool = False
 
 
+@dataclass(frozen=True)
+class _Quiet:
+    """A reconcile that wrote nothing, and what it read: the same inputs before `until` (its
+    next deadline) would plan the same nothing."""
+
+    fingerprint: Any
+    capacity: Any
+    until: float
+    result: Result
+
+
 def _validate(obj: dict[str, Any]) -> api.DarwinEndpointSpec:
     """The spec, checked as the API server would (an old CRD may have let something through)."""
     without_status = {k: v for k, v in obj.items() if k != "status"}
@@ -93,17 +99,38 @@ class Reconciler:
         cluster: Cluster,
         config: PlannerConfig | None = None,
         clock: Callable[[], float] = time.time,
+        view: ListedView | WatchedView | None = None,
+        recheck_seconds: float = 300.0,
     ) -> None:
         self.cluster = cluster
         self.config = config or PlannerConfig()
         self.clock = clock
-        self.admitter = Admitter(cluster, clock)
+        self.view = view or ListedView(cluster)
+        self.admitter = Admitter(cluster, clock, self.view)
         self.weights = WeightsStep(cluster)
+        # A reconcile whose inputs did not change is skipped, but not for longer than this.
+        self.recheck_seconds = recheck_seconds
+        self._quiet: dict[tuple[str, str], _Quiet] = {}
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         started = time.monotonic()
+        await self.view.synced()
+        key = (namespace, name)
+        quiet = self._quiet.pop(key, None)
+        fingerprint = self.view.fingerprint(namespace, name)
+        capacity = self.view.capacity_version()
+        now = self.clock()
+        if (
+            quiet is not None
+            and fingerprint is not None
+            and (quiet.fingerprint, quiet.capacity) == (fingerprint, capacity)
+            and now < quiet.until
+        ):
+            self._quiet[key] = quiet
+            metrics.RECONCILE_TOTAL.labels("unchanged").inc()
+            return replace(quiet.result, requeue_after=quiet.until - now)
         try:
-            result = await self._reconcile(namespace, name)
+            result, wrote = await self._reconcile(namespace, name)
         except EndpointGone:
             metrics.RECONCILE_TOTAL.labels("gone").inc()
             raise
@@ -113,10 +140,19 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         metrics.RECONCILE_TOTAL.labels("success").inc()
+        if fingerprint is not None and not wrote:
+            wait = self.recheck_seconds
+            if result.requeue_after is not None:
+                wait = min(wait, result.requeue_after)
+            waiting = result.waiting_for_capacity
+            self._quiet[key] = _Quiet(
+                fingerprint, capacity if waiting else None, now + wait, result
+            )
         return result
 
-    async def _reconcile(self, namespace: str, name: str) -> Result:
-        obj = await self.cluster.get_endpoint(namespace, name)
+    async def _reconcile(self, namespace: str, name: str) -> tuple[Result, bool]:
+        """The result, and whether anything was written."""
+        obj = await self.view.endpoint(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             raise EndpointGone(f"{namespace}/{name}")
         meta = obj["metadata"]
@@ -126,7 +162,7 @@ class Reconciler:
             spec = _validate(obj)
         except validation.InvalidEndpoint as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, f"invalid spec: {e}", now)
-            return Result()
+            return Result(), True
 
         annotations = meta.get("annotations") or {}
         revision = render.revision_of(spec, annotations.get(ANNOTATION_RESTARTED_AT))
@@ -157,7 +193,7 @@ class Reconciler:
             await self._execute(ref, built, plan, notes, now)
         except SpecRejected as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
-            return Result()
+            return Result(), True
         except WriteRejected as e:
             rejected = str(e)  # reported below; nothing that exists is touched because of it
         if plan.admissions:
@@ -182,8 +218,11 @@ class Reconciler:
         )
         if staging is not None:
             notes.extend(staged.report(new, old, wplan, observed, now))
+        # staged weights read and write more than this plan shows: never skipped
+        wrote = bool(plan.actions or plan.admissions) or staging is not None
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
+            wrote = True
         notes.extend(status.transitions(old, new, now))
         await asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
         _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
@@ -196,40 +235,32 @@ class Reconciler:
         if staging is not None:
             ahead = [d - now for d in wplan.deadlines if d > now]
             requeue = min([requeue, *ahead] if requeue is not None else ahead, default=None)
-        return Result(requeue_after=requeue, waiting_for_capacity=waiting)
+        result = Result(requeue_after=requeue, waiting_for_capacity=waiting)
+        return result, wrote or bool(notes) or observed.secret_missing
 
     async def _observe(
         self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec
     ) -> tuple[Observed, dict[str, api.DarwinEndpointSpec]]:
         """What the cluster holds, and the specs of the stored revisions by revision."""
         secret = spec.model.token_secret_ref
-        pods, owned, secret_found, kept = await asyncio.gather(
-            self.cluster.endpoint_pods(ref.namespace, ref.name),
-            self.cluster.owned_objects(ref.namespace, ref.name),
+        pods, owned_hashes, secret_found, kept = await asyncio.gather(
+            self.view.endpoint_pods(ref.namespace, ref.name),
+            self.view.owned_hashes(ref.namespace, ref.name, ref.uid),
             self.cluster.secret_exists(ref.namespace, secret.name) if secret else _true(),
-            self.cluster.stored_revisions(ref.namespace, ref.name),
+            self.view.stored_revisions(ref.namespace, ref.name),
         )
         readable = [r for o in kept or () if (r := revisions.from_api(o, ref.uid)) is not None]
-        owned_hashes = tuple(
-            (
-                f"{o['kind']}/{o['metadata']['name']}",
-                (o["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH, ""),
-            )
-            for o in owned
-            if any(r.get("uid") == ref.uid for r in o["metadata"].get("ownerReferences") or ())
-        )
-        groups, leaving = incarnations_from_pods((pod_from_api(p) for p in pods), ref.uid)
+        groups, leaving = incarnations_from_pods(pods, ref.uid)
         # Nodes only matter for pods placed on them (health: a lost node breaks its groups).
         nodes = None
         if any(p.bound for g in groups for p in g.pods):
-            listed = await self.cluster.list_nodes()
-            nodes = None if listed is None else [node_from_api(n) for n in listed]
+            nodes = await self.view.nodes_holding([p for g in groups for p in g.pods])
         observed = Observed(
             groups=groups,
             leaving=leaving,
             owned_objects=owned_hashes,
             secret_missing=secret_found is False,
-            nodes=None if nodes is None else tuple((n.name, n) for n in nodes),
+            nodes=nodes,
             revisions=None if kept is None else tuple(r for r, _ in readable),
         )
         return observed, {r.revision: s for r, s in readable}

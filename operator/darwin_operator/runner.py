@@ -22,6 +22,7 @@ from darwin_operator.credentials import CredentialsError
 from darwin_operator.health import HealthConfig
 from darwin_operator.planner import PlannerConfig
 from darwin_operator.reconciler import Controller, Reconciler, Result
+from darwin_operator.view import WatchedView
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,9 @@ def _run(args: argparse.Namespace) -> NoReturn:
 
     namespaces = list(args.namespace)
     try:
-        # a connection per worker, and a few for the peering guard's reads from its thread
-        client = load_api_client(args.kubeconfig, pool_size=args.api_workers + 4)
+        # a connection per worker, a few for the peering guard's reads from its thread, and
+        # one per watch (view.py)
+        client = load_api_client(args.kubeconfig, pool_size=args.api_workers + 16)
     except CredentialsError as e:
         raise StartupError(str(e)) from None
     cluster = Cluster(client, workers=args.api_workers, namespaces=namespaces)
@@ -235,11 +237,14 @@ def _run(args: argparse.Namespace) -> NoReturn:
             node_lost_grace=args.node_lost_grace,
         ),
     )
-    reconciler = Reconciler(cluster, config)
+    view = WatchedView(cluster, tuple(namespaces))
+    reconciler = Reconciler(cluster, config, view=view)
     reconcile = (
         reconciler.reconcile if guard is None else guard.wrap(reconciler.reconcile, Result())
     )
     controller = Controller(reconcile, resync_seconds=args.resync_seconds)
+    view.on_endpoint_changed = controller.trigger
+    view.on_capacity_freed = controller.trigger_waiting
     stopping = shutdown.Shutdown(args.shutdown_seconds, on_begin=controller.halt)
     kopf_options = dict(
         settings=settings,
@@ -252,7 +257,7 @@ def _run(args: argparse.Namespace) -> NoReturn:
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
         if args.health_port
         else None,
-        memo=kopf.Memo(controller=controller, cluster=cluster),
+        memo=kopf.Memo(controller=controller, cluster=cluster, view=view),
     )
     # Not asyncio.run(): closing the loop would wait for its executor's threads, which may be
     # blocked in requests; shutdown.exit_now() leaves them behind.
@@ -267,6 +272,7 @@ def _run(args: argparse.Namespace) -> NoReturn:
 async def _operate(kopf_options: dict, stopping: shutdown.Shutdown) -> None:
     """kopf.operator(), with our own signal handling (shutdown.py) in place of kopf's."""
     existing = asyncio.all_tasks()
+    kopf_options["memo"].view.start(asyncio.get_running_loop())
     tasks = await kopf.spawn_tasks(stop_flag=stopping.requested, **kopf_options)
     stopping.install(asyncio.get_running_loop())  # after kopf's, which it replaces
     await kopf.run_tasks(tasks, ignored=existing)
