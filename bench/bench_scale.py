@@ -1,0 +1,344 @@
+"""Benchmark of the operator at scale on the local control plane: by default 300 endpoints of
+2 groups x 1 pod x 6 GPUs (TP2 x PP3) on 1,000 fake B200 nodes.
+
+Prints: seconds from `kubectl apply` to every pod created, every gate lifted and every endpoint
+Ready, with the operator's CPU and RSS while converging; the operator's CPU and RSS while idle
+(nothing changing, resyncs going on), and the API server's requests per minute by verb and
+resource in that steady state, with and without the operator (the API server's own
+apiserver_request_total, diffed; the rest of the control plane and kwok send requests too);
+for a few pods deleted under that load (a fault: someone deletes a group member), seconds to
+the replacement pods existing and to the endpoint Ready again (p50 and max); and, after an
+operator restart at that size, seconds until it has reconciled every endpoint, with the writes
+the API server received meanwhile. No thresholds.
+
+    .venv/bin/python bench/bench_scale.py                              # 300 on 1,000 nodes
+    .venv/bin/python bench/bench_scale.py --nodes 100 --endpoints 30   # smaller
+    .venv/bin/python bench/bench_scale.py --kubeconfig K               # a cluster already up
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
+    sys.path.insert(0, str(path))
+
+from bench.bench_operator import CRD_FILE, Bench, PodWatch, stopped_at_the_end  # noqa: E402
+from tests.e2e.operator_process import OperatorProcess  # noqa: E402
+from tests.specs import endpoint_manifest  # noqa: E402
+
+from darwin_operator import vocabulary  # noqa: E402
+
+SHAPE = dict(replicas=2, tp=2, pp=3, pods_per_group=1, ready_after="1s")
+PODS_PER_ENDPOINT = 2
+API_WORKERS = 16
+RESYNC_SECONDS = 30
+_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE")
+
+
+class GroupWatch(PodWatch):
+    """PodWatch, also noting when each pod (by uid) of each endpoint's group first appeared."""
+
+    def __init__(self, kubeconfig: str, namespace: str) -> None:
+        self.appeared: dict[tuple[str, str], dict[str, float]] = {}  # (endpoint, group) -> uids
+        super().__init__(kubeconfig, namespace)
+
+    def _event(self, event: dict) -> None:
+        super()._event(event)
+        meta = event["object"]["metadata"]
+        labels = meta.get("labels") or {}
+        key = (labels.get(vocabulary.LABEL_ENDPOINT, ""), labels.get(vocabulary.LABEL_GROUP, ""))
+        if event["type"] != "DELETED":
+            with self._lock:
+                self.appeared.setdefault(key, {}).setdefault(meta["uid"], time.monotonic())
+
+    def new_pods(self, endpoint: str, group: str, old: set[str]) -> list[float]:
+        with self._lock:
+            seen = self.appeared.get((endpoint, group), {})
+            return [at for uid, at in seen.items() if uid not in old]
+
+
+class RssSampler:
+    """Peak and last RSS of the operator, sampled in a thread (VmHWM would keep the peak of the
+    whole run, not of one phase)."""
+
+    def __init__(self, process: OperatorProcess) -> None:
+        self.process, self.peak, self.last = process, 0, 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.last = int(line.split()[1]) // 1024
+                        self.peak = max(self.peak, self.last)
+            except (OSError, AssertionError):
+                continue
+
+    def reset(self) -> None:
+        self.peak = self.last
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class ScaleBench(Bench):
+    def requests(self) -> Counter:
+        """apiserver_request_total summed by (verb, resource, subresource)."""
+        client = self.raw.client
+        method, url, headers, _, _ = client.param_serialize(
+            method="GET",
+            resource_path="/metrics",
+            header_params={"Accept": "text/plain"},
+            auth_settings=["BearerToken"],
+        )
+        text = client.call_api(method, url, header_params=headers, _request_timeout=60)
+        text = text.read().decode()
+        counts: Counter = Counter()
+        for match in _SAMPLE.finditer(text):
+            labels = dict(_LABEL.findall(match["labels"]))
+            key = (
+                labels.get("verb", ""),
+                labels.get("resource", ""),
+                labels.get("subresource", ""),
+            )
+            counts[key] += float(match["value"])
+        return counts
+
+    def endpoints(self, ns: str) -> list[dict]:
+        path = f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints"
+        return self.raw.request_sync("GET", path)["items"]
+
+    def ready(self, endpoint: dict) -> bool:
+        status = endpoint.get("status") or {}
+        return status.get("phase") == "Ready" and status.get("readyReplicas") == SHAPE["replicas"]
+
+    def converge(self, process: OperatorProcess, rss: RssSampler, ns: str, count: int) -> dict:
+        watch = GroupWatch(self.kubeconfig, ns)
+        cpu = process.cpu_seconds()
+        rss.reset()
+        started = time.monotonic()
+        items = [endpoint_manifest(f"ep-{i}", **SHAPE) for i in range(count)]
+        for chunk in range(0, count, 100):  # kubectl apply of a few hundred at once is slow
+            self.apply(ns, items[chunk : chunk + 100])
+        marks: dict[str, float] = {"apply": time.monotonic() - started}
+        expected = count * PODS_PER_ENDPOINT
+        deadline = started + self.ready_timeout
+        while "ready" not in marks:
+            if time.monotonic() > deadline:
+                ready = sum(map(self.ready, self.endpoints(ns)))
+                raise AssertionError(
+                    f"{process.log()[-3000:]}\nnot all Ready after {self.ready_timeout:g} s: "
+                    f"{ready} of {count} endpoints, marks {marks}, pods {watch.counts()}"
+                )
+            seen, gated = watch.counts()
+            if seen >= expected:
+                marks.setdefault("created", watch.last_created - started)
+                if gated == 0:
+                    marks.setdefault("ungated", watch.last_ungated - started)
+            if "ungated" in marks and all(map(self.ready, self.endpoints(ns))):
+                marks["ready"] = time.monotonic() - started
+            time.sleep(2)
+        marks["cpu"] = process.cpu_seconds() - cpu
+        marks["rss_peak"] = rss.peak
+        marks["rss"] = rss.last
+        self.watch = watch
+        return marks
+
+    def idle(self, process: OperatorProcess | None, rss: RssSampler | None, seconds: float):
+        """CPU (share of one core), RSS and API requests per minute over a quiet window."""
+        before = self.requests()
+        cpu = process.cpu_seconds() if process else 0.0
+        started = time.monotonic()
+        time.sleep(seconds)
+        took = time.monotonic() - started
+        after = self.requests()
+        rates = {k: (after[k] - before.get(k, 0)) * 60 / took for k in after}
+        share = (process.cpu_seconds() - cpu) / took if process else 0.0
+        return share, (rss.last if rss else 0), {k: v for k, v in rates.items() if v > 0}
+
+    def fault(self, ns: str, endpoint: str) -> tuple[float, float]:
+        """Delete group 0's leader as a user would; seconds to every pod of a new group 0, and
+        to the endpoint Ready again."""
+        selector = f"{vocabulary.LABEL_ENDPOINT}={endpoint},{vocabulary.LABEL_GROUP}=0"
+        pods = self.raw.request_sync(
+            "GET", f"/api/v1/namespaces/{ns}/pods", query=[("labelSelector", selector)]
+        )["items"]
+        old = {p["metadata"]["uid"] for p in pods}
+        leader = next(p for p in pods if p["metadata"]["labels"].get(vocabulary.LABEL_RANK) == "0")
+        path = f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints/{endpoint}"
+        started = time.monotonic()
+        self.raw.request_sync(
+            "DELETE", f"/api/v1/namespaces/{ns}/pods/{leader['metadata']['name']}"
+        )
+        replaced = ready = None
+        deadline = started + 600
+        while ready is None:
+            assert time.monotonic() < deadline, f"{endpoint} not back within 600 s"
+            new = self.watch.new_pods(endpoint, "0", old)
+            if replaced is None and len(new) >= len(pods):
+                replaced = max(new) - started
+            if replaced is not None and self.ready(self.raw.request_sync("GET", path)):
+                ready = time.monotonic() - started
+            time.sleep(0.1)
+        return replaced, ready
+
+    def restart(self, process: OperatorProcess, rss: RssSampler, count: int) -> dict:
+        """Start the operator again; seconds until it has reconciled every endpoint once, and the
+        writes the API server received meanwhile."""
+        before = self.requests()
+        started = time.monotonic()
+        process.start()
+        rss.reset()
+        deadline = started + self.ready_timeout
+        while reconciles(process) < count:
+            assert time.monotonic() < deadline, process.log()[-3000:]
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        time.sleep(2)  # writes of the last reconciles land
+        after = self.requests()
+        writes = {
+            k: after[k] - before.get(k, 0)
+            for k in after
+            if k[0] in WRITE_VERBS and after[k] > before.get(k, 0)
+        }
+        return {"seconds": took, "cpu": process.cpu_seconds(), "rss": rss.peak, "writes": writes}
+
+
+def reconciles(process: OperatorProcess) -> float:
+    """Reconciles run so far, whatever their result (a skipped one has read its endpoint too)."""
+    samples = re.findall(r"^darwin_reconcile_total\{[^}]*\} (\S+)$", process.metrics(), re.M)
+    return sum(float(value) for value in samples)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rate_table(with_operator: dict, without: dict, top: int) -> list[str]:
+    keys = sorted(with_operator.keys() | without.keys(), key=lambda k: -with_operator.get(k, 0))
+    lines = [f"  {'verb':<8} {'resource':<28} {'with operator /min':>19} {'without /min':>13}"]
+    for verb, resource, sub in keys[:top]:
+        name = f"{resource}/{sub}" if sub else resource
+        lines.append(
+            f"  {verb:<8} {name:<28} {with_operator.get((verb, resource, sub), 0):>19.1f} "
+            f"{without.get((verb, resource, sub), 0):>13.1f}"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--endpoints", type=int, default=300)
+    parser.add_argument("--faults", type=int, default=5, help="pods deleted, one at a time")
+    parser.add_argument("--idle-seconds", type=float, default=120)
+    parser.add_argument("--ready-timeout", type=float, default=1200)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    from localcluster import Binaries, Cluster, NodeShape
+
+    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-scale-"))
+    local = None
+    kubeconfig = args.kubeconfig
+    load_at_start = os.getloadavg()
+    if not kubeconfig:
+        local = Cluster(workdir / "cluster")
+        local.up(args.nodes, NodeShape(), timeout=max(300, args.nodes))
+        kubeconfig = str(local.kubeconfig)
+    try:
+        bench = ScaleBench(kubeconfig, str(Binaries.from_cache().kubectl), workdir, 0)
+        bench.ready_timeout = args.ready_timeout
+        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+        bench.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/darwinendpoints.serving.darwin.ai",
+        )  # fmt: skip
+        ns = bench.namespace(f"scale-{int(time.time())}")
+        process = OperatorProcess(
+            kubeconfig,
+            workdir / "operator.log",
+            namespaces=(ns,),
+            resync_seconds=RESYNC_SECONDS,
+            extra_args=("--api-workers", str(API_WORKERS)),
+        ).start(timeout=120)
+        rss = RssSampler(process)
+        with stopped_at_the_end(process):
+            converged = bench.converge(process, rss, ns, args.endpoints)
+            time.sleep(2 * RESYNC_SECONDS)  # every endpoint has resynced since
+            idle_cpu, idle_rss, with_operator = bench.idle(process, rss, args.idle_seconds)
+            faults = [
+                bench.fault(ns, f"ep-{i * args.endpoints // args.faults}")
+                for i in range(args.faults)
+            ]
+        _, _, without = bench.idle(None, None, args.idle_seconds)
+        with stopped_at_the_end(process):
+            restarted = bench.restart(process, rss, args.endpoints)
+        rss.stop()
+        bench.watch.stop()
+    finally:
+        if local is not None:
+            local.down()
+
+    load_at_end = os.getloadavg()
+    print(
+        f"\nscale benchmark: {args.endpoints} endpoints x 2 groups x 1 pod x 6 GPUs on "
+        f"{args.nodes} nodes (resync {RESYNC_SECONDS} s, {API_WORKERS} API workers); load "
+        f"average {load_at_start[0]:.1f} at the start, {load_at_end[0]:.1f} at the end"
+    )
+    c = converged
+    print(
+        f"apply -> all pods created {c['created']:.1f} s, all gates lifted {c['ungated']:.1f} s, "
+        f"all endpoints Ready {c['ready']:.1f} s (kubectl apply itself {c['apply']:.1f} s)"
+    )
+    print(
+        f"operator while converging: {c['cpu']:.1f} CPU s ({c['cpu'] / c['ready']:.0%} of a "
+        f"core), RSS peak {c['rss_peak']} MiB, {c['rss']} MiB at Ready"
+    )
+    print(
+        f"operator idle over {args.idle_seconds:g} s: {idle_cpu:.1%} of a core, RSS {idle_rss} MiB"
+    )
+    print("API requests per minute in that steady state (top 15 by the rate with the operator):")
+    print("\n".join(rate_table(with_operator, without, 15)))
+    replaced = [r for r, _ in faults]
+    back = [b for _, b in faults]
+    print(
+        f"a pod deleted -> replacement pods exist ({len(faults)} samples): "
+        f"p50 {statistics.median(replaced):.2f} s, p99 {quantile(replaced, 0.99):.2f} s; "
+        f"-> endpoint Ready again: p50 {statistics.median(back):.2f} s, "
+        f"p99 {quantile(back, 0.99):.2f} s"
+    )
+    r = restarted
+    writes = ", ".join(
+        f"{verb} {resource}{'/' + sub if sub else ''} {int(n)}"
+        for (verb, resource, sub), n in sorted(r["writes"].items(), key=lambda kv: -kv[1])
+    )
+    print(
+        f"operator restart: every endpoint reconciled {r['seconds']:.1f} s after the start "
+        f"({r['cpu']:.1f} CPU s, RSS peak {r['rss']} MiB); writes the API server received "
+        f"meanwhile (from every client): {writes or 'none'}"
+    )
+    print(f"operator log: {workdir / 'operator.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
