@@ -12,7 +12,6 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes.client
@@ -21,6 +20,7 @@ from darwin_operator import api, metrics, vocabulary, writes
 from darwin_operator.credentials import load_configuration
 from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
+from darwin_operator.priority_pool import LATER, NORMAL, URGENT, PriorityPool
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,13 @@ class Cluster:
         self.client = client
         self.namespaces = tuple(namespaces)  # empty: the operator serves the whole cluster
         self._cluster_pods_readable = True
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="k8s-api")
+        self._pool = PriorityPool(workers, "k8s-api")
         self._instance = socket.gethostname()
         # Told of every object a write returns (view.py keeps its copy current with it).
         self.on_written: Callable[[str, Mapping[str, Any]], None] = lambda kind, obj: None
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     # ---- transport ----
 
@@ -166,11 +166,12 @@ class Cluster:
         finally:
             raw.release_conn()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self.request_sync(method, path, **kwargs)
-        )
+    async def request(
+        self, method: str, path: str, *, priority: int = NORMAL, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """request_sync in the pool's threads; pod writes go first (priority_pool.py)."""
+        call = self._pool.submit(priority, lambda: self.request_sync(method, path, **kwargs))
+        return await asyncio.wrap_future(call)
 
     # ---- reads ----
 
@@ -308,12 +309,14 @@ class Cluster:
         async def send(write: writes.PodWrite) -> dict[str, Any] | None:
             match write:
                 case writes.CreatePod(body=body):
-                    return await self.request("POST", pods, body=body, fine=[409])
+                    return await self.request("POST", pods, body=body, fine=[409], priority=URGENT)
                 case writes.DeletePod(name=name):
                     # Only groups it drained or found broken: not the pods' long grace period,
                     # which is for evictions (engine.TERMINATION_GRACE_SECONDS).
                     grace = [("gracePeriodSeconds", str(OPERATOR_DELETE_GRACE_SECONDS))]
-                    return await self.request("DELETE", f"{pods}/{name}", query=grace, fine=[404])
+                    return await self.request(
+                        "DELETE", f"{pods}/{name}", query=grace, fine=[404], priority=URGENT
+                    )
                 case writes.PatchPod(name=name, ungate=True):
                     # a strategic merge patch: the one way to remove one scheduling gate
                     patch = {
@@ -330,6 +333,7 @@ class Cluster:
                         body=patch,
                         content_type="application/strategic-merge-patch+json",
                         fine=[404],
+                        priority=URGENT,
                     )
                 case writes.PatchPod(name=name):
                     return await self.request(
@@ -338,6 +342,7 @@ class Cluster:
                         body={"metadata": _meta_patch(write)},
                         content_type="application/merge-patch+json",
                         fine=[404],
+                        priority=URGENT,
                     )
             raise TypeError(write)
 
@@ -377,6 +382,7 @@ class Cluster:
             f"{_ENDPOINTS.format(ns=namespace)}/{name}/status",
             body={"status": status},
             content_type="application/merge-patch+json",
+            priority=LATER,
         )
         if patched is not None:
             self.on_written(api.KIND, patched)
@@ -406,7 +412,12 @@ class Cluster:
             "count": 1,
         }
         try:
-            await self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+            await self.request(
+                "POST",
+                f"/api/v1/namespaces/{meta['namespace']}/events",
+                body=event,
+                priority=LATER,
+            )
         except ApiError as e:  # an event is best effort; never fail a reconcile over it
             endpoint_log(log, meta["namespace"], meta["name"]).warning(
                 "could not post event %s: %s", note.reason.value, e
