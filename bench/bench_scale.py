@@ -21,24 +21,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "operator", REPO / "tests" / "cluster"):
-    sys.path.insert(0, str(path))
+from bench_operator import CRD_FILE, Bench, PodWatch, stopped_at_the_end
+from cluster_setup import add_cluster_arguments, bench_cluster
+from tests.e2e.operator_process import OperatorProcess
+from tests.specs import endpoint_manifest
 
-from bench.bench_operator import CRD_FILE, Bench, PodWatch, stopped_at_the_end  # noqa: E402
-from tests.e2e.operator_process import OperatorProcess  # noqa: E402
-from tests.specs import endpoint_manifest  # noqa: E402
-
-from darwin_operator import vocabulary  # noqa: E402
+from darwin_operator import vocabulary
 
 SHAPE = dict(replicas=2, tp=2, pp=3, pods_per_group=1, ready_after="1s")
 PODS_PER_ENDPOINT = 2
@@ -56,14 +51,14 @@ class GroupWatch(PodWatch):
         self.appeared: dict[tuple[str, str], dict[str, float]] = {}  # (endpoint, group) -> uids
         super().__init__(kubeconfig, namespace)
 
-    def _event(self, event: dict) -> None:
-        super()._event(event)
-        meta = event["object"]["metadata"]
+    def _event(self, kind: str, pod: dict, now: float) -> None:
+        super()._event(kind, pod, now)
+        meta = pod["metadata"]
         labels = meta.get("labels") or {}
         key = (labels.get(vocabulary.LABEL_ENDPOINT, ""), labels.get(vocabulary.LABEL_GROUP, ""))
-        if event["type"] != "DELETED":
+        if kind in ("ADDED", "MODIFIED"):
             with self._lock:
-                self.appeared.setdefault(key, {}).setdefault(meta["uid"], time.monotonic())
+                self.appeared.setdefault(key, {}).setdefault(meta["uid"], now)
 
     def new_pods(self, endpoint: str, group: str, old: set[str]) -> list[float]:
         with self._lock:
@@ -245,37 +240,20 @@ def rate_table(with_operator: dict, without: dict, top: int) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting one")
-    parser.add_argument("--nodes", type=int, default=1000)
+    add_cluster_arguments(parser, nodes=1000)
     parser.add_argument("--endpoints", type=int, default=300)
     parser.add_argument("--faults", type=int, default=5, help="pods deleted, one at a time")
     parser.add_argument("--idle-seconds", type=float, default=120)
     parser.add_argument("--ready-timeout", type=float, default=1200)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    from localcluster import Binaries, Cluster, NodeShape
-
-    workdir = Path(tempfile.mkdtemp(prefix="darwin-bench-scale-"))
-    local = None
-    kubeconfig = args.kubeconfig
     load_at_start = os.getloadavg()
-    if not kubeconfig:
-        local = Cluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=max(300, args.nodes))
-        kubeconfig = str(local.kubeconfig)
-    try:
-        bench = ScaleBench(kubeconfig, str(Binaries.from_cache().kubectl), workdir, 0)
-        bench.ready_timeout = args.ready_timeout
-        bench.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        bench.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/darwinendpoints.serving.darwin.ai",
-        )  # fmt: skip
+    with bench_cluster(args, "darwin-bench-scale-") as cluster:
+        bench = ScaleBench(cluster, args.ready_timeout)
+        cluster.apply_crds(CRD_FILE, "darwinendpoints.serving.darwin.ai")
         ns = bench.namespace(f"scale-{int(time.time())}")
         process = OperatorProcess(
-            kubeconfig,
-            workdir / "operator.log",
+            cluster.kubeconfig,
+            cluster.workdir / "operator.log",
             namespaces=(ns,),
             resync_seconds=RESYNC_SECONDS,
             extra_args=("--api-workers", str(API_WORKERS)),
@@ -294,9 +272,7 @@ def main() -> int:
             restarted = bench.restart(process, rss, args.endpoints)
         rss.stop()
         bench.watch.stop()
-    finally:
-        if local is not None:
-            local.down()
+        workdir = cluster.workdir
 
     load_at_end = os.getloadavg()
     print(

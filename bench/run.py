@@ -26,6 +26,7 @@ BENCHMARKS = (
     "bench_metrics.py",
     "bench_shutdown.py",
     "bench_weights.py",
+    "bench_scale.py",
 )
 
 
