@@ -87,7 +87,8 @@ class Informer:
                 rv = ""
             except ApiError as e:
                 if e.status == 403:
-                    log.info("may not watch %s at %s: %s", self.source.kind, self.source.path, e)
+                    # the sink says what it means (e.g. pods counted per namespace)
+                    log.debug("may not watch %s at %s: %s", self.source.kind, self.source.path, e)
                     self._post(self.sink.forbidden, self.source)
                     return
                 rv = "" if e.status == 410 else rv
