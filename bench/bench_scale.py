@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench_operator import CRD_FILE, Bench, PodWatch, stopped_at_the_end
-from cluster_setup import add_cluster_arguments, bench_cluster
+from cluster_setup import add_cluster_arguments, apiserver_requests, bench_cluster
 from tests.e2e.operator_process import OperatorProcess
 from tests.specs import endpoint_manifest
 
@@ -39,8 +39,6 @@ SHAPE = dict(replicas=2, tp=2, pp=3, pods_per_group=1, ready_after="1s")
 PODS_PER_ENDPOINT = 2
 API_WORKERS = 16
 RESYNC_SECONDS = 30
-_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE")
 
 
@@ -94,26 +92,7 @@ class RssSampler:
 
 class ScaleBench(Bench):
     def requests(self) -> Counter:
-        """apiserver_request_total summed by (verb, resource, subresource)."""
-        client = self.raw.client
-        method, url, headers, _, _ = client.param_serialize(
-            method="GET",
-            resource_path="/metrics",
-            header_params={"Accept": "text/plain"},
-            auth_settings=["BearerToken"],
-        )
-        text = client.call_api(method, url, header_params=headers, _request_timeout=60)
-        text = text.read().decode()
-        counts: Counter = Counter()
-        for match in _SAMPLE.finditer(text):
-            labels = dict(_LABEL.findall(match["labels"]))
-            key = (
-                labels.get("verb", ""),
-                labels.get("resource", ""),
-                labels.get("subresource", ""),
-            )
-            counts[key] += float(match["value"])
-        return counts
+        return apiserver_requests(self.raw)
 
     def endpoints(self, ns: str) -> list[dict]:
         path = f"/apis/serving.darwin.ai/v1alpha1/namespaces/{ns}/darwinendpoints"

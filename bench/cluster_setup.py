@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,3 +171,25 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_REQUESTS = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def apiserver_requests(raw: Cluster) -> Counter:
+    """The API server's apiserver_request_total (every client's requests so far), summed by
+    (verb, resource, subresource); diff two readings for what happened in between."""
+    method, url, headers, _, _ = raw.client.param_serialize(
+        method="GET",
+        resource_path="/metrics",
+        header_params={"Accept": "text/plain"},
+        auth_settings=["BearerToken"],
+    )
+    text = raw.client.call_api(method, url, header_params=headers, _request_timeout=60)
+    counts: Counter = Counter()
+    for match in _REQUESTS.finditer(text.read().decode()):
+        labels = dict(_LABEL.findall(match["labels"]))
+        key = tuple(labels.get(k, "") for k in ("verb", "resource", "subresource"))
+        counts[key] += float(match["value"])
+    return counts
