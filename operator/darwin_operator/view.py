@@ -270,13 +270,9 @@ class WatchedView(Sink):
             log.info("no cluster-wide pod reads: GPUs are counted in %s only", self.namespaces)
             for ns in self.namespaces:
                 self._start(self._source("Pod", ns))
-        elif source.kind == "Pod":  # nothing works without pods: wait for the permission
+        elif source.kind == "Pod":  # nothing works without pods: reconciles wait for them
             assert self._loop is not None
-            self._loop.call_later(
-                _FORBIDDEN_RETRY_SECONDS,
-                lambda: self._start(source) if source not in self._unsynced else None,
-            )
-            self._unsynced.discard(source)
+            self._loop.call_later(_FORBIDDEN_RETRY_SECONDS, self._start, source)
             return
         elif source.kind == "Node":
             self.nodes_readable = False  # health skips node checks; admission says why
