@@ -1,6 +1,7 @@
 """Staging on real nodes: the staging container (darwin_operator.staging) in a pod of the stand-in
 image downloads from the hub stand-in on the host with its real `hf`, the kubelet carries its
-termination message back, and the vLLM stand-in then serves the staged files."""
+termination message back, and the vLLM stand-in then serves the staged files; and the whole
+path driven by the operator (model.cache.staging: Shared)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,45 @@ def test_a_failed_staging_pod_says_why_through_the_kubelet(
     assert not (
         volume / "staged" / se.MODEL.replace("/", "--") / "no-such-branch" / staging.MARKER_NAME
     ).exists()
+
+
+def test_the_operator_stages_a_shared_volume_before_the_group_loads_it_offline(
+    cluster, operator, namespace, standin_image, hub, volume
+):
+    manifest = se.endpoint("shared", CLAIM, pods_per_group=1)
+    manifest["spec"]["model"]["cache"]["staging"] = "Shared"
+    manifest["spec"]["engine"]["env"].append({"name": "HF_ENDPOINT", "value": hub.url})
+    manifest["spec"]["placement"]["nodeSelector"] = {"type": "real"}
+    before = hub.stats()["bytes_served"]
+    apply(cluster, namespace, manifest)
+    sf.ready(cluster, namespace, "shared", timeout=STAGE_SECONDS + sf.STARTUP)
+
+    # one staging pod downloaded the revision once; the marker is on the volume
+    stagers = cluster.json("get", "pods", "-n", namespace, "-l", "serving.darwin.ai/role=staging")[
+        "items"
+    ]
+    assert [p["status"]["phase"] for p in stagers] == ["Succeeded"], stagers
+    rev = hub.revision()
+    assert hub.stats()["bytes_served"] - before == rev.total_bytes
+    target = volume / Path(staging.model_dir(MOUNT, se.MODEL, "main")).relative_to(MOUNT)
+    assert json.loads((target / staging.MARKER_NAME).read_text())["commit"] == rev.commit
+
+    # vLLM loaded the staged directory offline from a read-only mount, the hub id served
+    leader = se.leader(cluster, namespace, "shared")
+    (vllm,) = leader["spec"]["containers"]
+    assert vllm["command"][2] == str(Path(MOUNT) / target.relative_to(volume))
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert {m["name"]: m for m in vllm["volumeMounts"]}["weights"].get("readOnly") is True
+    on_disk = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    logs = cluster.kubectl("logs", "-n", namespace, leader["metadata"]["name"]).stdout
+    assert f"of {on_disk} bytes" in logs, logs[-3000:]
+    address = se.service_address(cluster, namespace, "shared")
+    answer = wait_for(
+        lambda: (lambda a: a if a.status == 200 else None)(
+            se.complete(address, se.MODEL, timeout=5)
+        ),
+        timeout=60,
+        what="an answer for the hub id through the client Service",
+    )
+    assert answer.served_by == se.hostname(leader)
