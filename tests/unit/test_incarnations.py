@@ -82,3 +82,34 @@ def test_a_rollout_step_deletes_creates_and_admits_in_one_reconcile_with_the_old
         assert fake.created_beside_live == []  # never created while an old pod was live
 
     asyncio.run(scenario())
+
+
+def test_without_room_the_successor_waits_gated_until_the_old_pods_free_their_gpus():
+    # One node of 8 GPUs, a group of 6: the old incarnation's pods hold them while Terminating.
+    doc = spec_doc(replicas=1, rollout={"drainSeconds": 0})
+    fake = SlowToDelete(endpoint_object("darwin-398b", "llm", doc), nodes=1)
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        fake.clock = 1000.0
+        await reconciler.reconcile("llm", "darwin-398b")
+        fake.bind_all(at=1001.0)
+        fake.ready_all(at=1002.0)
+        old = set(fake.pods)
+        fake.endpoint["spec"]["engine"]["image"] = "vllm/vllm-openai:v0.34.0"
+        fake.endpoint["metadata"]["generation"] += 1
+        fake.clock = 1004.0
+        await reconciler.reconcile("llm", "darwin-398b")
+        (new,) = set(fake.pods) - old
+        assert fake.pods[new]["spec"]["schedulingGates"]  # created, not admitted
+        (group,) = fake.endpoint["status"]["groups"]
+        assert group["phase"] == "WaitingForCapacity"
+
+        await reconciler.reconcile("llm", "darwin-398b")  # still there: still waiting
+        assert fake.pods[new]["spec"]["schedulingGates"]
+        for name in old:  # the kubelet confirms their end
+            del fake.pods[name]
+        await reconciler.reconcile("llm", "darwin-398b")
+        assert not fake.pods[new]["spec"].get("schedulingGates")
+
+    asyncio.run(scenario())
