@@ -5,12 +5,16 @@ without waiting for them to be gone."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
-from darwin_operator import writes
+from darwin_operator import render, writes
+from darwin_operator.observed import pod_from_api
+from darwin_operator.planner import CreateGroup, DeleteGroup, DrainGroup
 from darwin_operator.reconciler import Reconciler
 from darwin_operator.vocabulary import ANNOTATION_DELETE_REASON, LABEL_INCARNATION
 from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
+from tests.unit.planner_fixtures import REF, group_pods, make_plan, make_spec, observe
 
 
 class SlowToDelete(FakeCluster):
@@ -113,3 +117,24 @@ def test_without_room_the_successor_waits_gated_until_the_old_pods_free_their_gp
         assert not fake.pods[new]["spec"].get("schedulingGates")
 
     asyncio.run(scenario())
+
+
+def test_groups_of_an_operator_before_incarnations_are_adopted_then_rolled_in_turn():
+    picked = ("name", "incarnation", "revision")
+
+    spec = make_spec(replicas=2, rollout={"drainSeconds": 0})
+    # pods as the operator before incarnations made them: no incarnation label
+    before = []
+    for i in range(2):
+        (obj,) = render.render_group(REF, spec, "0ld0ld0ld0", i, gated=False)
+        del obj["metadata"]["labels"][LABEL_INCARNATION]
+        (ready,) = group_pods(spec, i, state="ready")
+        before.append(replace(ready, **{f: getattr(pod_from_api(obj), f) for f in picked}))
+    assert {p.name for p in before} == {"darwin-398b-0-0", "darwin-398b-1-0"}
+    plan = make_plan(spec, observe(spec, before))
+    # adopted as incarnation 0; the highest index is replaced first, one at a time
+    assert [type(a) for a in plan.actions] == [DeleteGroup, CreateGroup]
+    delete, create = plan.actions
+    assert delete.index == 1 and delete.pods == ("darwin-398b-1-0",)
+    assert create == CreateGroup(1, gated=True, incarnation=1)
+    assert not any(isinstance(a, DrainGroup) for a in plan.actions)
