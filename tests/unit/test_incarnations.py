@@ -24,6 +24,7 @@ class SlowToDelete(FakeCluster):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.created_beside_live: list[str] = []
+        self.created_gated: list[str] = []
 
     async def write_pods(self, namespace: str, pod_writes) -> int:
         done = 0
@@ -41,6 +42,8 @@ class SlowToDelete(FakeCluster):
                     and not pod["metadata"].get("deletionTimestamp")
                 ]
                 self.created_beside_live += [f"{write.name} beside {name}" for name in live]
+                if write.body["spec"].get("schedulingGates"):
+                    self.created_gated.append(write.name)
             done += await super().write_pods(namespace, [write])
         return done
 
@@ -83,6 +86,13 @@ def test_a_rollout_step_deletes_creates_and_admits_in_one_reconcile_with_the_old
         assert labels(pod)[LABEL_INCARNATION] == "1"
         assert pod["spec"]["containers"][0]["image"] == "vllm/vllm-openai:v0.34.0"
         assert not pod["spec"].get("schedulingGates")
+        # admission answered before the pod existed: created released, held to its node
+        assert "darwin-398b-0-0-1" not in fake.created_gated
+        assert pod["metadata"]["annotations"]["serving.darwin.ai/admittedAt"]
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"][0].startswith("node-")
         assert fake.created_beside_live == []  # never created while an old pod was live
 
     asyncio.run(scenario())
@@ -106,6 +116,7 @@ def test_without_room_the_successor_waits_gated_until_the_old_pods_free_their_gp
         await reconciler.reconcile("llm", "darwin-398b")
         (new,) = set(fake.pods) - old
         assert fake.pods[new]["spec"]["schedulingGates"]  # created, not admitted
+        assert new in fake.created_gated
         (group,) = fake.endpoint["status"]["groups"]
         assert group["phase"] == "WaitingForCapacity"
 
