@@ -194,10 +194,13 @@ echo "downloading $model@$revision into $target"
 hf download "$model" --revision "$revision" --local-dir "$target" 2>&1 | tee "$logs/download"
 [ "${PIPESTATUS[0]}" = 0 ] || classify "$logs/download"
 
-# Check against the commit the files came from (a branch may have moved on since).
+# Check against the commit the files came from (a branch may have moved on since): hf has
+# just written the metadata of every file of this run, so the newest names it (older ones may
+# be left from an earlier commit of the branch).
 commit=$revision
 if ! [[ $revision =~ ^[0-9a-f]{40}$ ]]; then
-  metadata=$(find "$target/.cache/huggingface/download" -name '*.metadata' -print -quit)
+  metadata=$(find "$target/.cache/huggingface/download" -name '*.metadata' -printf '%T@ %p\n' \
+    | sort -n | tail -n1 | cut -d' ' -f2-)
   commit=$(head -n1 "$metadata")
 fi
 echo "verifying $model@$commit in $target against the hub's file list"
