@@ -149,3 +149,17 @@ def test_groups_of_an_operator_before_incarnations_are_adopted_then_rolled_in_tu
     assert delete.index == 1 and delete.pods == ("darwin-398b-1-0",)
     assert create == CreateGroup(1, gated=True, incarnation=1)
     assert not any(isinstance(a, DrainGroup) for a in plan.actions)
+
+
+def test_a_released_group_cut_short_while_created_is_started_over_without_a_failure():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    # created released by admission, the operator killed after two of its three creates
+    pods = group_pods(spec, 0, state="released", ranks=[0, 1])
+    plan = make_plan(spec, observe(spec, pods))
+    (delete,) = [a for a in plan.actions if isinstance(a, DeleteGroup)]
+    assert delete.pods == tuple(p.name for p in pods)
+    assert plan.health.of(0).restarts == 0  # not a recreation: nothing ran
+    # once placed, a missing rank is a member lost: the group is broken and that is counted
+    placed = group_pods(spec, 0, state="bound", ranks=[0, 1])
+    plan = make_plan(spec, observe(spec, placed))
+    assert plan.health.of(0).restarts == 1
