@@ -123,7 +123,8 @@ class Reconciler:
         if (
             quiet is not None
             and fingerprint is not None
-            and (quiet.fingerprint, quiet.capacity) == (fingerprint, capacity)
+            and quiet.fingerprint == fingerprint
+            and (not quiet.result.waiting_for_capacity or quiet.capacity == capacity)
             and now < quiet.until
         ):
             self._quiet[key] = quiet
