@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 # What a reconcile used to ask for each time, and the operator's own writes while nothing moves.
+# (Not GET darwinendpoints: the garbage collector reads an owner it has not seen yet.)
 OPERATOR_REQUESTS = {
     ("LIST", "pods", ""),
     ("GET", "pods", ""),
@@ -26,8 +27,6 @@ OPERATOR_REQUESTS = {
     ("LIST", "poddisruptionbudgets", ""),
     ("LIST", "controllerrevisions", ""),
     ("LIST", "nodes", ""),
-    ("GET", "darwinendpoints", ""),
-    ("LIST", "darwinendpoints", ""),
     ("PATCH", "darwinendpoints", "status"),
     ("PATCH", "services", ""),
     ("PATCH", "poddisruptionbudgets", ""),
