@@ -226,7 +226,10 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=1200)
     args = parser.parse_args()
     load_at_start = os.getloadavg()
-    with bench_cluster(args, "darwin-bench-scale-") as cluster:
+    # a thousand nodes take a while to be Ready on a busy machine
+    with bench_cluster(
+        args, "darwin-bench-scale-", up_timeout=max(300, 1.5 * args.nodes)
+    ) as cluster:
         bench = ScaleBench(cluster, args.ready_timeout)
         cluster.apply_crds(CRD_FILE, "darwinendpoints.serving.darwin.ai")
         ns = bench.namespace(f"scale-{int(time.time())}")

@@ -110,7 +110,9 @@ class BenchCluster:
 
 
 @contextmanager
-def bench_cluster(args: argparse.Namespace, prefix: str) -> Iterator[BenchCluster]:
+def bench_cluster(
+    args: argparse.Namespace, prefix: str, up_timeout: float = 300
+) -> Iterator[BenchCluster]:
     """The cluster a benchmark runs on: `--kubeconfig`'s, or one of `--nodes` kwok nodes started
     here and stopped when the block ends, also when the benchmark is stopped with SIGTERM."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -119,7 +121,7 @@ def bench_cluster(args: argparse.Namespace, prefix: str) -> Iterator[BenchCluste
     kubeconfig = args.kubeconfig
     if not kubeconfig:
         local = LocalCluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=300)
+        local.up(args.nodes, NodeShape(), timeout=up_timeout)
         kubeconfig = str(local.kubeconfig)
     try:
         yield BenchCluster(kubeconfig, workdir, local)
