@@ -123,8 +123,9 @@ class ScaleBench(Bench):
             seen, gated = watch.counts()
             if seen >= expected:
                 marks.setdefault("created", watch.last_created - started)
-                if gated == 0:
-                    marks.setdefault("ungated", watch.last_ungated - started)
+                if gated == 0:  # groups that fit at once are created released, never gated
+                    lifted = watch.last_ungated - started if watch.last_ungated else 0.0
+                    marks.setdefault("ungated", max(0.0, lifted))
             if "ungated" in marks and all(map(self.ready, self.endpoints(ns))):
                 marks["ready"] = time.monotonic() - started
             time.sleep(2)
@@ -264,7 +265,8 @@ def main() -> int:
     )
     c = converged
     print(
-        f"apply -> all pods created {c['created']:.1f} s, all gates lifted {c['ungated']:.1f} s, "
+        f"apply -> all pods created {c['created']:.1f} s, last gate lifted {c['ungated']:.1f} s "
+        "(0: every group fitted at once and was created released), "
         f"all endpoints Ready {c['ready']:.1f} s (kubectl apply itself {c['apply']:.1f} s)"
     )
     print(
