@@ -44,8 +44,13 @@ cluster-down: venv
 	$(PY) tests/cluster/localcluster.py down --dir $(CLUSTER_DIR)
 
 # With REAL_NODES=2: the same endpoint as real processes (the vLLM stand-in image) on real nodes.
+# INSTALL=helm REAL_NODES=2: the operator installed by the chart from its image (operator/Dockerfile)
+# in a pod on a real node; the reference endpoint on the kwok nodes.
+INSTALL ?= process
+HELM_DEMO := $(filter helm,$(INSTALL))
 demo: $(if $(REAL_TOOLS),images) cluster-up
-	$(PY) tests/cluster/demo.py up --dir $(CLUSTER_DIR) $(if $(REAL_TOOLS),--real)
+	$(if $(HELM_DEMO),$(if $(REAL_TOOLS),,$(error INSTALL=helm runs the operator on a real node: add REAL_NODES=2)))
+	$(PY) tests/cluster/demo.py up --dir $(CLUSTER_DIR) $(if $(HELM_DEMO),--install helm,$(if $(REAL_TOOLS),--real))
 
 demo-down: venv
 	$(PY) tests/cluster/demo.py down --dir $(CLUSTER_DIR)
@@ -60,12 +65,18 @@ prometheus-tools:
 	bash tests/prometheus/install.sh
 
 # Images for the real nodes (docker-archive tars in ~/.cache/darwin-operator/images; root, for
-# debootstrap): the vLLM stand-in (tests/standin).
-.PHONY: images
+# debootstrap): the vLLM stand-in (tests/standin) and the operator.
+.PHONY: images operator-image
 images:
-	bash tests/images/build.sh vllm-standin
+	bash tests/images/build.sh vllm-standin darwin-operator
 
-test: build-cluster real-node-tools vllm-venv prometheus-tools
+# The operator image from operator/Dockerfile, built by buildah on the cached Debian base;
+# rebuilt only when the Dockerfile or what it copies changed.
+operator-image:
+	bash tests/cluster/install-node-packages.sh
+	bash tests/images/build.sh darwin-operator
+
+test: build-cluster real-node-tools vllm-venv prometheus-tools images
 	$(PY) -m pytest
 
 # Pure tests of the operator's code: nothing but the venv.

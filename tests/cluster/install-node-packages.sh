@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what real kubelet nodes need from Debian (container runtime, CNI plugins, iptables,
-# conntrack). Idempotent: does nothing when every package is already installed.
+# conntrack), and buildah, which builds the operator image for them from operator/Dockerfile
+# (tests/images/operator_image.py). Idempotent: does nothing when every package is already installed.
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static nftables)
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux busybox-static nftables buildah)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -121,3 +121,22 @@ def image_archive(out: Path, *, tag: str, layers: list[Path], config: dict) -> N
             add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
 
     _atomic_write(out, write)
+
+
+def retagged(archive: Path, out: Path, tag: str) -> None:
+    """A copy of a docker-archive whose manifest names `tag` instead: the same image under
+    another name, as a rebuild pushed with a new tag looks to a Deployment."""
+
+    def write(tmp: Path) -> None:
+        with tarfile.open(archive) as source, tarfile.open(tmp, "w") as target:
+            for member in source:
+                data = source.extractfile(member) if member.isfile() else None
+                if member.name.lstrip("./") == "manifest.json":
+                    manifest = json.load(data)
+                    for entry in manifest:
+                        entry["RepoTags"] = [tag]
+                    body = json.dumps(manifest).encode()
+                    member.size, data = len(body), io.BytesIO(body)
+                target.addfile(member, data)
+
+    _atomic_write(out, write)

@@ -1,14 +1,15 @@
-"""The images the tests run on real nodes, packed locally as docker-archive tars.
+"""The images the tests run on real nodes, made locally as docker-archive tars.
 
-    python3 tests/images/images.py vllm-standin [...]   # prints each image's tar path
+    python3 tests/images/images.py vllm-standin darwin-operator   # prints each image's tar path
 
-Each image is a cached Debian bookworm minbase rootfs (rootfs.py) as its bottom layer plus a
-layer of the repo's own files. Everything is cached under $DARWIN_CACHE/images (default
-~/.cache/darwin-operator/images) by content: a second run with nothing changed only hashes the
-repo's files. Only finished image tars are written to that directory itself (a real node
-imports every *.tar there); layers go to its layers/ directory. Load a tar into a node's
-containerd with `ctr -n k8s.io images import TAR`; pods then use the tag with imagePullPolicy
-IfNotPresent or Never.
+Each image starts from one cached Debian bookworm minbase rootfs (rootfs.py): the vLLM stand-in
+is packed from it plus a layer of the repo's own files; the operator image is built from
+operator/Dockerfile by buildah on a base image made from it (operator_image.py). Everything is
+cached under $DARWIN_CACHE/images (default ~/.cache/darwin-operator/images) by content: a second
+run with nothing changed only hashes the repo's files. Only finished image tars are written to
+that directory itself (a real node imports every *.tar there); layers go to its layers/
+directory. Load a tar into a node's containerd with `ctr -n k8s.io images import TAR`; pods then
+use the tag with imagePullPolicy IfNotPresent or Never.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import docker_archive  # noqa: E402
+import operator_image  # noqa: E402
 import rootfs  # noqa: E402
 from docker_archive import FileEntry  # noqa: E402
 
@@ -36,8 +39,15 @@ REPO = HERE.parent.parent
 STANDIN_SOURCE = REPO / "tests" / "standin" / "vllm_standin"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# The Debian packages of the one base rootfs every image here starts from (debootstrap runs once
+# per machine): python3-venv for the operator image's build stage (tests/images/operator_image.py).
+BASE_PACKAGES = ("python3", "python3-venv")
 # The name pods use (spec.engine.image in the tests); a re-import replaces the image behind it.
 STANDIN_IMAGE = "localhost/darwin/vllm-standin:0.33.0"
+# The chart's image.repository and image.tag for an install on the real nodes.
+OPERATOR_REPOSITORY = "localhost/darwin/darwin-operator"
+OPERATOR_TAG = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+OPERATOR_IMAGE = f"{OPERATOR_REPOSITORY}:{OPERATOR_TAG}"
 
 _VLLM_LAUNCHER = b"""#!/usr/bin/python3
 # vLLM stand-in (test tooling of darwin-operator): see tests/standin/README.md.
@@ -111,6 +121,14 @@ class Image:
     config: dict  # the OCI config's `config`: Env, Cmd, WorkingDir ...
 
 
+@dataclass(frozen=True)
+class DockerfileImage:
+    """Built by buildah from operator/Dockerfile on the base rootfs (operator_image.py)."""
+
+    tag: str
+    packages: tuple[str, ...]
+
+
 def _standin_files() -> list[FileEntry]:
     entries = [FileEntry("/usr/local/bin/vllm", _VLLM_LAUNCHER, 0o755)]
     for path in sorted(STANDIN_SOURCE.iterdir()):
@@ -121,10 +139,10 @@ def _standin_files() -> list[FileEntry]:
     return entries
 
 
-IMAGES: dict[str, Image] = {
+IMAGES: dict[str, Image | DockerfileImage] = {
     "vllm-standin": Image(
         tag=STANDIN_IMAGE,
-        packages=("python3",),
+        packages=BASE_PACKAGES,
         files=lambda: _standin_files() + _hf_client_files(),
         config={
             "Env": [f"PATH={PATH}", "PYTHONUNBUFFERED=1"],
@@ -132,6 +150,7 @@ IMAGES: dict[str, Image] = {
             "WorkingDir": "/",
         },
     ),
+    "darwin-operator": DockerfileImage(tag=OPERATOR_IMAGE, packages=BASE_PACKAGES),
 }
 
 
@@ -171,6 +190,8 @@ def _files_layer(name: str, entries: list[FileEntry]) -> Path:
 def build(name: str) -> Path:
     """The image's docker-archive tar, built unless an identical one is cached."""
     image = IMAGES[name]
+    if isinstance(image, DockerfileImage):
+        return operator_image.build(image.tag, image.packages, rootfs.cache_root(), name)
     layers = [_base_layer(image.packages), _files_layer(name, image.files())]
     key = _key(image.tag, json.dumps(image.config, sort_keys=True), *(p.name for p in layers))
     out = rootfs.cache_root() / f"{name}-{key}.tar"

@@ -20,7 +20,7 @@ import images
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DARWIN_CACHE", str(tmp_path / "cache"))
-    fs = rootfs.cache_root() / f"rootfs-{rootfs.SUITE}-{rootfs.rootfs_key(('python3',))}"
+    fs = rootfs.cache_root() / f"rootfs-{rootfs.SUITE}-{rootfs.rootfs_key(images.BASE_PACKAGES)}"
     (fs / "usr" / "bin").mkdir(parents=True)
     (fs / "dev" / "null").parent.mkdir()
     (fs / "dev" / "null").write_text("not a device")  # contents of dev/ are the runtime's

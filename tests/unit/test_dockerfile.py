@@ -1,6 +1,7 @@
-"""operator/Dockerfile cannot be built here, so its promises are checked by reading it: what it
-copies exists and survives .dockerignore, the final stage is non-root and free of installers,
-and its entrypoint is the package's CLI."""
+"""operator/Dockerfile's promises, checked by reading it (fast, no build): what it copies exists
+and survives .dockerignore, the final stage is non-root and free of installers, and its
+entrypoint is the package's CLI. The image itself is built with buildah by tests/images and run
+from the chart on real nodes by tests/e2e_real/test_in_cluster_install.py."""
 
 from __future__ import annotations
 
