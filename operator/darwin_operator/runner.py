@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     with one line on stderr). Once started, it stops by a signal and exits (shutdown.py)."""
     logs.configure(args.log_format, verbose=args.verbose)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-event handler chatter
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe
     try:
         return _run(args)
     except StartupError as e:

@@ -3,6 +3,15 @@
     python tests/cluster/demo.py up      # CRD, operator in the background, reference endpoint
     python tests/cluster/demo.py up --real   # the same shape on the real nodes (REAL_NODES=2)
     python tests/cluster/demo.py down    # stop the demo's operator, delete the endpoint
+    python tests/cluster/demo.py up --install helm   # the operator from the chart, in a pod
+
+With --install helm (`make demo INSTALL=helm REAL_NODES=2`) the operator is not a local process:
+the chart installs it (release darwin-operator in darwin-system, watching the whole cluster
+unless --watch-namespace) from the image built from operator/Dockerfile (`make operator-image`),
+imported into the real nodes, and it runs on one of them as the chart runs it: non-root, a
+read-only root filesystem, its liveness probe, the chart's RBAC and an in-cluster client that
+reaches the API server through the `kubernetes` Service. The reference endpoint then goes to the
+kwok nodes (its B200-sized pods fit no real node), unless --real is given as well.
 
 With --real the endpoint runs the vLLM stand-in image (tests/standin) as real processes on the
 real nodes: the reference shape (TP2 x PP3 = 6 GPUs a pod, two replicas) with requests the
@@ -24,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import in_cluster
 import yaml
 from localcluster import REPO, Cluster, default_dir, free_port
 
@@ -34,6 +44,7 @@ CRD = REPO / "crds" / "serving.darwin.ai_darwinendpoints.yaml"
 OPERATOR = Path(sys.executable).parent / "darwin-operator"
 NAMESPACE = "default"
 READY_TIMEOUT = 300
+RELEASE, OPERATOR_NAMESPACE = "darwin-operator", "darwin-system"
 
 
 def say(message: str) -> None:
@@ -63,8 +74,16 @@ def fake_weights(models: Path, model: str) -> None:
 
 
 class Demo:
-    def __init__(self, cluster: Cluster, real: bool = False):
+    def __init__(
+        self,
+        cluster: Cluster,
+        real: bool = False,
+        install: str = "process",
+        namespace: str = NAMESPACE,
+        watch_namespaces: list[str] | None = None,
+    ):
         self.cluster = cluster
+        self.install, self.namespace, self.watch_namespaces = install, namespace, watch_namespaces
         self.pid_file = cluster.dir / "demo-operator.pid"
         self.log_file = cluster.dir / "demo-operator.log"
         self.manifest = MANIFEST
@@ -116,31 +135,74 @@ class Demo:
         )
         say(f"operator started (pid {proc.pid}); metrics on http://127.0.0.1:{metrics}/metrics")
 
+    def install_chart(self) -> None:
+        """The chart, with the operator image loaded into the real nodes (no registry)."""
+        if not json.loads(self.kubectl("get", "nodes", "-l", "type=real", "-o", "json"))["items"]:
+            raise SystemExit(
+                "demo: --install helm runs the operator on a real node: start the cluster with "
+                "REAL_NODES=2 (kwok nodes run no process)"
+            )
+        tar = in_cluster.build_image()
+        say(f"importing {tar.name} into the real nodes")
+        self.cluster.real_nodes().import_image(tar)
+        say(f"helm upgrade --install {RELEASE} charts/darwin-operator -n {OPERATOR_NAMESPACE}")
+        values = in_cluster.values(namespaces=self.watch_namespaces)
+        kubeconfig = self.cluster.kubeconfig
+        in_cluster.deploy(kubeconfig, RELEASE, OPERATOR_NAMESPACE, values)  # --wait: available
+        say("the operator runs in the cluster:")
+        print(self.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"))
+        pod = json.loads(
+            self.kubectl(
+                "get",
+                "pods",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-o",
+                "json",
+                "-l",
+                f"app.kubernetes.io/instance={RELEASE}",
+            )  # fmt: skip
+        )["items"][0]
+        context = pod["spec"]["containers"][0]["securityContext"]
+        status = pod["status"]["containerStatuses"][0]
+        say(
+            f"{pod['metadata']['name']} on {pod['spec']['nodeName']}: user "
+            f"{pod['spec']['securityContext']['runAsUser']}, readOnlyRootFilesystem "
+            f"{context['readOnlyRootFilesystem']}, ready {status['ready']}, restarts "
+            f"{status['restartCount']}"
+        )
+
     def up(self) -> int:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        if self.namespace != NAMESPACE:  # before the chart, which may grant a Role in it
+            self.kubectl("create", "namespace", self.namespace, check=False)
+        if self.install == "helm":
+            self.install_chart()  # the chart brings the CRDs
+        else:
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
         self.kubectl(
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "crd/darwinendpoints.serving.darwin.ai",
         )
-        self.start_operator()
-        self.kubectl("apply", "-n", NAMESPACE, "-f", str(self.manifest))
+        if self.install != "helm":
+            self.start_operator()
+        self.kubectl("apply", "-n", self.namespace, "-f", str(self.manifest))
         name = json.loads(
-            self.kubectl("get", "-n", NAMESPACE, "-f", str(self.manifest), "-o", "json")
+            self.kubectl("get", "-n", self.namespace, "-f", str(self.manifest), "-o", "json")
         )["metadata"]["name"]
         say(f"applied {self.manifest}; waiting for darwinendpoint/{name} to be Ready")
         if not self.watch(name):
             say(f"not Ready after {READY_TIMEOUT}s; the operator's log: {self.log_file}")
             return 1
-        print(self.kubectl("get", "-n", NAMESPACE, "dwe,pods", "-o", "wide"))
+        print(self.kubectl("get", "-n", self.namespace, "dwe,pods", "-o", "wide"))
         kubeconfig = self.cluster.kubeconfig
         say(f"""the endpoint is Ready. Look around:
   export KUBECONFIG={kubeconfig}
   kubectl get dwe {name} -o yaml            # status: groups, conditions, endpoint URL
   kubectl get pods,svc,endpointslices,pdb -l serving.darwin.ai/endpoint={name}
   kubectl scale dwe {name} --replicas=3     # a third group; 4 nodes x 8 GPUs fit 4 groups of 6
-  tail -f {self.log_file}
+  {self.operator_log_command()}
 (kubectl: {self.cluster.state()["binaries"]["kubectl"]})
 Stop it all with: make demo-down""")
         return 0
@@ -149,7 +211,7 @@ Stop it all with: make demo-down""")
         deadline = time.monotonic() + READY_TIMEOUT
         last = ""
         while time.monotonic() < deadline:
-            raw = self.kubectl("get", "-n", NAMESPACE, "dwe", name, "-o", "json", check=False)
+            raw = self.kubectl("get", "-n", self.namespace, "dwe", name, "-o", "json", check=False)
             status = json.loads(raw).get("status", {}) if raw else {}
             groups = ", ".join(
                 f"g{g.get('index')}={g.get('phase')}" for g in status.get("groups", [])
@@ -163,9 +225,23 @@ Stop it all with: make demo-down""")
             time.sleep(1)
         return False
 
+    def operator_log_command(self) -> str:
+        if self.install == "helm":
+            return f"kubectl logs -n {OPERATOR_NAMESPACE} deploy/{RELEASE} -f"
+        return f"tail -f {self.log_file}"
+
     def down(self) -> None:
         if self.cluster.healthy():
-            self.kubectl("delete", "-n", NAMESPACE, "--ignore-not-found", "-f", str(self.manifest))
+            self.kubectl(
+                "delete", "-n", self.namespace, "--ignore-not-found", "-f", str(self.manifest)
+            )
+        if self.cluster.healthy() and in_cluster.helm_binary().exists():
+            releases = in_cluster.helm(
+                self.cluster.kubeconfig, "list", "-n", OPERATOR_NAMESPACE, "-q", check=False
+            ).stdout.split()
+            if RELEASE in releases:
+                in_cluster.uninstall(self.cluster.kubeconfig, RELEASE, OPERATOR_NAMESPACE)
+                say(f"helm release {RELEASE} uninstalled")
         if pid := self.operator_pid():
             os.killpg(pid, signal.SIGTERM)
             say(f"operator (pid {pid}) stopped")
@@ -177,8 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=default_dir())
     parser.add_argument("--real", action="store_true", help="on the real nodes (stand-in image)")
+    parser.add_argument(
+        "--install",
+        choices=["process", "helm"],
+        default="process",
+        help="process: the operator as a local process; helm: the chart installs it in a pod "
+        "on a real node (a cluster with REAL_NODES)",
+    )
+    parser.add_argument("--namespace", default=NAMESPACE, help="the endpoint's namespace")
+    parser.add_argument(
+        "--watch-namespace",
+        action="append",
+        metavar="NAMESPACE",
+        help="with --install helm: watch only this namespace (repeatable); default: all",
+    )
     args = parser.parse_args(argv)
-    demo = Demo(Cluster(args.dir), real=args.real)
+    demo = Demo(
+        Cluster(args.dir),
+        real=args.real,
+        install=args.install,
+        namespace=args.namespace,
+        watch_namespaces=args.watch_namespace,
+    )
     if args.command == "up":
         return demo.up()
     demo.down()

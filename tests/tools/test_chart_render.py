@@ -73,8 +73,8 @@ def test_probe_and_service_use_the_ports_the_operator_is_told():
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
     assert flags(documents)["--health-port"] == [str(ports["health"])]
     assert flags(documents)["--metrics-port"] == [str(ports["metrics"])]
-    probe = operator["livenessProbe"]["httpGet"]
-    assert probe == {"path": "/healthz", "port": "health"}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
     service = only(documents, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
