@@ -26,6 +26,8 @@ from tests.e2e.checks import (
     apply,
     check_pods,
     check_slices,
+    endpoint_ready,
+    endpoint_status,
     event_reasons,
     is_deleting,
     is_ready,
@@ -45,6 +47,7 @@ UPGRADE_TAG = f"{se.images.OPERATOR_TAG}-rebuilt"
 # Faster resyncs than the default 30 s: "no second actor" is watched over two of them.
 RESYNC = 5
 FAST = {"extraArgs": [f"--resync-seconds={RESYNC}"]}
+DRAIN = 10  # seconds a leader leaves the Service before its group goes, in the upgrade test
 
 
 @pytest.fixture(scope="session")
@@ -193,11 +196,12 @@ def test_standby_takes_over_a_killed_active_replica_within_the_bound_without_dou
             what=f"the standby acting within {ico.TAKEOVER_BOUND}s",
         )
         print(f"takeover after SIGKILL: {time.monotonic() - killed:.1f}s")
-        sf.ready(cluster, namespace, name)
+        wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=sf.STARTUP, what="2 groups")
 
         events = recorder.stop()
+        # the watch lists the survivor first, then sees the one new pod
         added = sorted(e["object"]["metadata"]["name"] for e in events if e["type"] == "ADDED")
-        assert added == [f"{name}-1-0"], "a pod was created twice"
+        assert added == [f"{name}-0-0", f"{name}-1-0"], "a pod was created twice"
         assert not [e for e in events if e["type"] == "DELETED"], "the handover recreated a pod"
         kept = {
             p["metadata"]["name"]: p["metadata"]["uid"] for p in sf.pods(cluster, namespace, name)
@@ -232,7 +236,8 @@ def test_helm_upgrade_to_a_rebuilt_image_mid_rollout_breaks_no_limit(
         ico.installed(cluster, home, values) as release,
     ):
         (old,) = release.running(1)
-        apply(cluster, namespace, small_endpoint(name, weights, replicas=3, drain_seconds=3))
+        # drains long enough that the upgrade lands while groups are still being replaced
+        apply(cluster, namespace, small_endpoint(name, weights, replicas=3, drain_seconds=DRAIN))
         first = sf.ready(cluster, namespace, name)
         serving_in_slices(cluster, namespace, name, 3)
         replicas = Replicas()
@@ -247,6 +252,8 @@ def test_helm_upgrade_to_a_rebuilt_image_mid_rollout_breaks_no_limit(
         wait_for(replacing, timeout=sf.STARTUP, what="the rollout replacing its first group")
         release.deploy(values | {"image": values["image"] | {"tag": rebuilt_image}})
         (new,) = release.running(1)
+        mid = endpoint_status(cluster, namespace, name)
+        assert mid.get("currentRevision") != mid.get("updateRevision"), "the rollout was over"
         assert new["metadata"]["uid"] != old["metadata"]["uid"]
         assert new["spec"]["containers"][0]["image"].endswith(f":{rebuilt_image}")
 
@@ -259,6 +266,6 @@ def test_helm_upgrade_to_a_rebuilt_image_mid_rollout_breaks_no_limit(
         seen = check_pods(watcher, replicas, Limits(max_unavailable=1, max_surge=0))
         assert seen["lowest"] >= 2, seen
         assert seen["deletions"] == [2, 1, 0], "a group replaced twice, or out of order"
-        check_slices(watcher, drain_seconds=3)
+        check_slices(watcher, drain_seconds=DRAIN)
         assert status["availableReplicas"] == 3
         assert ico.reconciles(new) > 0, "the upgraded operator never acted"
