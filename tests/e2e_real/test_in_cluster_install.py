@@ -105,7 +105,7 @@ def check_locked_down(cluster, release: ico.Release, pod: dict) -> None:
 
 @pytest.mark.parametrize("scope", ["namespaces", "cluster"])
 def test_installed_operator_serves_recreates_rolls_out_and_uninstalls_without_touching_pods(
-    cluster, namespace, standin_image, weights, operator_image, scope
+    cluster, crd_installed, namespace, standin_image, weights, operator_image, scope
 ):
     name = "served"
     watched = [namespace] if scope == "namespaces" else None
@@ -167,7 +167,7 @@ def test_installed_operator_serves_recreates_rolls_out_and_uninstalls_without_to
 
 
 def test_standby_takes_over_a_killed_active_replica_within_the_bound_without_double_action(
-    cluster, namespace, standin_image, weights, operator_image
+    cluster, crd_installed, namespace, standin_image, weights, operator_image
 ):
     name = "ha"
     values = in_cluster.values(namespaces=[namespace], replicas=2, **FAST)
@@ -227,7 +227,7 @@ def test_standby_takes_over_a_killed_active_replica_within_the_bound_without_dou
 
 
 def test_helm_upgrade_to_a_rebuilt_image_mid_rollout_breaks_no_limit(
-    cluster, namespace, standin_image, weights, operator_image, rebuilt_image
+    cluster, crd_installed, namespace, standin_image, weights, operator_image, rebuilt_image
 ):
     name = "upgraded"
     values = in_cluster.values(namespaces=[namespace], **FAST)
