@@ -112,7 +112,7 @@ def test_cluster_scope_grants_the_operator_through_one_cluster_role():
     }
     assert granted["darwinendpoints/status"] == {"patch"}
     assert {"create", "delete", "patch", "watch"} <= granted["pods"]
-    assert granted["controllerrevisions"] == {"list", "create", "delete"}
+    assert granted["controllerrevisions"] == {"list", "watch", "create", "delete"}
     assert "clusterkopfpeerings" in granted
     binding = only(documents, "ClusterRoleBinding")
     account = only(documents, "ServiceAccount")["metadata"]["name"]
