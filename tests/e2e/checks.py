@@ -212,7 +212,7 @@ class Watcher:
     endpoint's pods, its client Service's EndpointSlices and the endpoint; every event is kept
     with the time it arrived."""
 
-    def __init__(self, cluster, namespace: str, name: str) -> None:
+    def __init__(self, cluster, namespace: str, name: str, *, nodes: bool = False) -> None:
         self.api = cluster.api
         self.events: list[tuple[float, str, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
@@ -229,14 +229,22 @@ class Watcher:
                 None,
             ),
         }
+        if nodes:
+            paths["node"] = ("/api/v1/nodes", None)
         self._threads = []
+        opened: list[threading.Event] = []
         for kind, (path, selector) in paths.items():
             version = self._list(kind, path, selector)
+            opened.append(threading.Event())
             thread = threading.Thread(
-                target=self._watch, args=(kind, path, selector, version), daemon=True
+                target=self._watch, args=(kind, path, selector, version, opened[-1]), daemon=True
             )
             thread.start()
             self._threads.append(thread)
+        # Events are stamped when they arrive: the watches must be open before the test acts.
+        for event in opened:
+            if not event.wait(30):
+                raise AssertionError("a watch of the record did not open within 30 s")
 
     def _request(self, path: str, query: list[tuple[str, str]], stream: bool):
         method, url, headers, _, _ = self.api.param_serialize(
@@ -259,12 +267,15 @@ class Watcher:
                 self.events.append((now, kind, "ADDED", item))
         return listing["metadata"]["resourceVersion"]
 
-    def _watch(self, kind: str, path: str, selector: str | None, version: str) -> None:
+    def _watch(
+        self, kind: str, path: str, selector: str | None, version: str, opened: threading.Event
+    ) -> None:
         query = [("watch", "true"), ("resourceVersion", version), ("timeoutSeconds", "3600")]
         if selector:
             query.append(("labelSelector", selector))
-        response = self._request(path, query, stream=True)
+        response = self._request(path, query, stream=True)  # returns once the watch is open
         self._responses.append(response)
+        opened.set()
         buffer = b""
         try:
             for chunk in response.stream(65536):
@@ -281,6 +292,20 @@ class Watcher:
     def of(self, kind: str) -> list[tuple[float, str, dict[str, Any]]]:
         with self._lock:
             return [(t, typ, obj) for t, k, typ, obj in self.events if k == kind]
+
+    def first(self, kind: str, predicate: Callable[[str, dict[str, Any]], bool]) -> float | None:
+        """When the first event of `kind` that `predicate(type, object)` accepts arrived."""
+        return next((t for t, typ, obj in self.of(kind) if predicate(typ, obj)), None)
+
+    def pods_created(self, group: int, not_uids: set[str]) -> list[float]:
+        """When pods of `group` other than `not_uids` were first seen."""
+        return [
+            t
+            for t, typ, pod in self.of("pod")
+            if typ == "ADDED"
+            and label(pod, "group") == str(group)
+            and pod["metadata"]["uid"] not in not_uids
+        ]
 
     def stop(self) -> Watcher:
         self._stopping = True

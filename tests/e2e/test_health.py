@@ -5,16 +5,14 @@ serving, recreations back off, and a group that never comes up turns the endpoin
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import watch
 
 from tests.e2e.checks import (
+    Watcher,
     apply,
     condition,
     endpoint_pods,
@@ -66,55 +64,6 @@ def operator(cluster, crd_installed, namespace, tmp_path):
     ).start()
     yield process
     assert process.stop() == 0, process.log()
-
-
-class Watcher:
-    """Every event on the namespace's pods and on the nodes, stamped with its arrival time, so
-    that a test can time what happened between two events to the millisecond."""
-
-    def __init__(self, cluster, namespace: str) -> None:
-        self.events: list[tuple[float, str, str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._watches: list[watch.Watch] = []
-        core = k8s.CoreV1Api(cluster.api)
-        for kind, lister in (
-            ("Pod", lambda **kw: core.list_namespaced_pod(namespace, **kw)),
-            ("Node", core.list_node),
-        ):
-            thread = threading.Thread(target=self._run, args=(kind, lister), daemon=True)
-            thread.start()
-        time.sleep(0.5)  # let the watches open before the test acts
-
-    def _run(self, kind: str, lister: Callable[..., Any]) -> None:
-        w = watch.Watch()
-        self._watches.append(w)
-        try:
-            for event in w.stream(lister, timeout_seconds=600):
-                with self._lock:
-                    self.events.append((time.monotonic(), kind, event["type"], event["raw_object"]))
-        except Exception:  # noqa: BLE001 - the stream ends when the test or the cluster does
-            return
-
-    def stop(self) -> None:
-        for w in self._watches:
-            w.stop()
-
-    def first(self, kind: str, predicate: Callable[[str, dict[str, Any]], bool]) -> float | None:
-        with self._lock:
-            events = list(self.events)
-        return next((t for t, k, typ, obj in events if k == kind and predicate(typ, obj)), None)
-
-    def pods_created(self, group: int, not_uids: set[str]) -> list[float]:
-        with self._lock:
-            events = list(self.events)
-        return [
-            t
-            for t, kind, typ, obj in events
-            if kind == "Pod"
-            and typ == "ADDED"
-            and label(obj, "group") == str(group)
-            and obj["metadata"]["uid"] not in not_uids
-        ]
 
 
 # endpoints of these tests: a budget the tests do not exhaust unless they say so
@@ -179,7 +128,7 @@ def test_a_crashed_worker_recreates_its_whole_group_while_the_other_keeps_servin
     apply(cluster, namespace, manifest(name, replicas=2, tp=2, pp=2, pods_per_group=2))
     wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=90, what="endpoint Ready 2/2")
     old, other = group_uids(cluster, namespace, name, 0), group_uids(cluster, namespace, name, 1)
-    watcher = Watcher(cluster, namespace)
+    watcher = Watcher(cluster, namespace, name, nodes=True)
     annotate(cluster, "pod", f"{name}-0-1", namespace, "crash")
 
     status = wait_for(
@@ -190,7 +139,7 @@ def test_a_crashed_worker_recreates_its_whole_group_while_the_other_keeps_servin
     wait_for(endpoint_ready(cluster, namespace, name, 2), timeout=30, what="endpoint Ready again")
     watcher.stop()
     fault = watcher.first(
-        "Pod", lambda _, p: p["metadata"]["name"] == f"{name}-0-1" and restarts_of(p) > 0
+        "pod", lambda _, p: p["metadata"]["name"] == f"{name}-0-1" and restarts_of(p) > 0
     )
     seconds = time_replacement(watcher, "worker container crashed", fault, 0, old.values())
     assert seconds < RESYNC_SECONDS, f"replacement {seconds:.2f}s after the fault"
@@ -222,14 +171,14 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
     wait_for(endpoint_ready(cluster, namespace, name, 1), timeout=90, what="endpoint Ready")
 
     old = group_uids(cluster, namespace, name, 0)
-    watcher = Watcher(cluster, namespace)
+    watcher = Watcher(cluster, namespace, name, nodes=True)
     annotate(cluster, "pod", f"{name}-0-1", namespace, "fail")
     wait_for(
         replaced_whole(cluster, namespace, name, 0, old, 2), timeout=60, what="recreated (fail)"
     )
     watcher.stop()
     fault = watcher.first(
-        "Pod",
+        "pod",
         lambda _, p: (
             p["metadata"]["name"] == f"{name}-0-1" and p.get("status", {}).get("phase") == "Failed"
         ),
@@ -237,7 +186,7 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
     time_replacement(watcher, "pod Failed", fault, 0, old.values())
 
     old = group_uids(cluster, namespace, name, 0)
-    watcher = Watcher(cluster, namespace)
+    watcher = Watcher(cluster, namespace, name, nodes=True)
     worker = member(cluster, namespace, name, 0, 1)["metadata"]["name"]  # a new incarnation's
     cluster.kubectl("delete", "pod", worker, "-n", namespace, "--wait=false")
     status = wait_for(
@@ -245,7 +194,7 @@ def test_a_failed_pod_and_a_pod_deleted_by_hand_each_recreate_the_group(
     )
     watcher.stop()
     fault = watcher.first(
-        "Pod",
+        "pod",
         lambda typ, p: (
             p["metadata"]["uid"] == old[worker]
             and (typ == "DELETED" or bool(p["metadata"].get("deletionTimestamp")))
@@ -271,7 +220,7 @@ def test_a_node_going_not_ready_recreates_its_group_on_another_node(cluster, nam
     pod = next(p for p in endpoint_pods(cluster, namespace, name) if label(p, "group") == "0")
     node = pod["spec"]["nodeName"]
     old, other = group_uids(cluster, namespace, name, 0), group_uids(cluster, namespace, name, 1)
-    watcher = Watcher(cluster, namespace)
+    watcher = Watcher(cluster, namespace, name, nodes=True)
     annotate(cluster, "node", node, None, "not-ready")
     try:
         status = wait_for(
@@ -281,7 +230,7 @@ def test_a_node_going_not_ready_recreates_its_group_on_another_node(cluster, nam
         )
         watcher.stop()
         fault = watcher.first(
-            "Node",
+            "node",
             lambda _, n: (
                 n["metadata"]["name"] == node
                 and any(
@@ -324,7 +273,7 @@ def test_a_group_that_never_becomes_ready_fails_the_endpoint_past_the_budget_the
         ready_after="24h",
         health={"startupTimeoutSeconds": 10, "maxGroupRestarts": 2, "restartWindowSeconds": 600},
     )
-    watcher = Watcher(cluster, namespace)
+    watcher = Watcher(cluster, namespace, name, nodes=True)
     apply(cluster, namespace, doc)
 
     def failed():
