@@ -70,6 +70,21 @@ class WriteRejected(Exception):
     error backoff."""
 
 
+@contextlib.contextmanager
+def _refusals_classified():
+    """An API error on a write becomes SpecRejected when the rendered object itself is unusable
+    (400, 422) or WriteRejected when a person must fix something outside the spec (Pod Security,
+    a quota, RBAC); anything else (a conflict, a timeout) stays an ApiError the worker retries."""
+    try:
+        yield
+    except ApiError as e:
+        if e.status in (400, 422):
+            raise SpecRejected(f"the API server rejected a rendered object: {e.message}") from e
+        if e.refused:
+            raise WriteRejected(f"the API server refused a write ({e.status}): {e.message}") from e
+        raise
+
+
 @dataclass(frozen=True)
 class Result:
     requeue_after: float | None = None
@@ -205,7 +220,14 @@ class Reconciler:
         except WriteRejected as e:
             rejected = str(e)  # reported below; nothing that exists is touched because of it
         if plan.admissions:
-            plan = await self._admit(ref, built, plan, notes, born)
+            try:  # admission creates the new groups' pods: the same refusals can come back
+                with _refusals_classified():
+                    plan = await self._admit(ref, built, plan, notes, born)
+            except SpecRejected as e:
+                await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
+                return Result(), True
+            except WriteRejected as e:
+                rejected = rejected or str(e)
         if staging is not None:
             plan = staged.settle(plan, wplan)
         views = list(plan.groups)
@@ -342,18 +364,10 @@ class Reconciler:
             if not isinstance(a, first) and a not in successors and a not in skip
         ]
         successors = [a for a in successors if a not in skip]
-        try:
+        with _refusals_classified():
             await asyncio.gather(*(run(a) for a in applies))
             await asyncio.gather(*(run(a) for a in others))
             await asyncio.gather(*(run(a) for a in successors))
-        except ApiError as e:
-            if e.status in (400, 422):  # Invalid / BadRequest: the rendered object is unusable
-                raise SpecRejected(f"the API server rejected a rendered object: {e.message}") from e
-            if e.refused:
-                raise WriteRejected(
-                    f"the API server refused a write ({e.status}): {e.message}"
-                ) from e
-            raise
 
     async def _admit(
         self,
