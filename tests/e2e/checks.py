@@ -544,10 +544,16 @@ def uids(cluster, namespace, name) -> dict[str, str]:
 
 
 def reconciles(operator: OperatorProcess) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith('darwin_reconcile_total{result="success"}'):
-            return float(line.split()[-1])
-    return 0.0
+    """Reconciles run, counting those skipped because nothing they read had changed."""
+    counted = (
+        'darwin_reconcile_total{result="success"}',
+        'darwin_reconcile_total{result="unchanged"}',
+    )
+    return sum(
+        float(line.split()[-1])
+        for line in operator.metrics().splitlines()
+        if line.startswith(counted)
+    )
 
 
 # ---- the scenarios ----
