@@ -78,9 +78,16 @@ def test_killed_while_creating_groups_it_converges_with_no_duplicate_or_orphan(
         code = process.stop()
     assert code == 0
 
-    pods = endpoint_pods(cluster, namespace, "crashy")
-    layout = sorted((int(label(p, "group")), int(label(p, "rank"))) for p in pods)
-    assert layout == [(g, r) for g in range(7) for r in range(3)]  # no orphan, no duplicate
+    # no orphan, no duplicate once the deletions it made have finished (the groups scaled away
+    # and an incarnation replaced after the kill may still be terminating when status says 7)
+    expected = [(g, r) for g in range(7) for r in range(3)]
+
+    def settled():
+        pods = endpoint_pods(cluster, namespace, "crashy")
+        layout = sorted((int(label(p, "group")), int(label(p, "rank"))) for p in pods)
+        return pods if layout == expected else None
+
+    pods = wait_for(settled, timeout=60, what="exactly groups 0-6, ranks 0-2")
     uid = "".join(
         endpoint_status
         and [cluster.json("get", "dwe", "crashy", "-n", namespace)["metadata"]["uid"]]
