@@ -127,9 +127,11 @@ def test_installed_operator_serves_recreates_rolls_out_and_uninstalls_without_to
         cluster.kubectl("delete", "pod", broken, "-n", namespace, "--wait=false")
 
         def recreated() -> bool:
-            now = endpoint_uids(cluster, namespace, name)
-            fresh = now.get(broken) not in (None, before[broken])
-            return fresh and all(map(is_ready, sf.pods(cluster, namespace, name)))
+            # the new incarnation of group 1 has pod names of its own
+            pods = sf.pods(cluster, namespace, name)
+            group = [p for p in pods if label(p, "group") == "1"]
+            fresh = bool(group) and before[broken] not in {p["metadata"]["uid"] for p in group}
+            return fresh and len(pods) == 2 and all(map(is_ready, pods))
 
         wait_for(recreated, timeout=sf.STARTUP, what=f"{broken} recreated and Ready")
         first = sf.ready(cluster, namespace, name)
