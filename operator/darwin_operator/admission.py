@@ -11,8 +11,8 @@ previous one lifted its gates. This keeps admission cheap when many endpoints st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from darwin_operator import capacity, render, writes
 from darwin_operator.capacity import Fit
@@ -27,10 +27,6 @@ class _Request:
     resource: str
     admissions: tuple[Admission, ...]
     result: asyncio.Future[list[Fit]]
-    # groups that do not exist yet: index -> the creates of its pods, given the answer and now
-    create: Mapping[int, Callable[[Fit, float], Sequence[writes.PodWrite]]] = field(
-        default_factory=dict
-    )
 
 
 class Admitter:
@@ -47,18 +43,11 @@ class Admitter:
         self._pending: list[_Request] = []
 
     async def admit(
-        self,
-        ref: render.EndpointRef,
-        resource: str,
-        admissions: tuple[Admission, ...],
-        create: Mapping[int, Callable[[Fit, float], Sequence[writes.PodWrite]]] | None = None,
+        self, ref: render.EndpointRef, resource: str, admissions: tuple[Admission, ...]
     ) -> list[Fit]:
         """Whether each group fits (index order; the first that does not stops the rest); the
-        gates of the groups that fit are lifted before this returns. The groups in `create` do
-        not exist yet: their pods are created here, after the answer (released if it fits),
-        under the same lock, so that the next batch counts them."""
-        future = asyncio.get_running_loop().create_future()
-        request = _Request(ref, resource, admissions, future, create or {})
+        gates of the groups that fit are lifted before this returns."""
+        request = _Request(ref, resource, admissions, asyncio.get_running_loop().create_future())
         self._pending.append(request)
         async with self._lock:
             if not request.result.done():  # no batch has decided it yet: run one now
@@ -89,19 +78,15 @@ class Admitter:
             decided.append((request, fits))
         now = self.clock()
 
-        def pod_writes(request: _Request, admission: Admission, fit: Fit):
-            if admission.index in request.create:
-                return request.create[admission.index](fit, now)
-            return writes.ungate(admission.pods, now, fit.nodes) if fit.fits else ()
-
         async def release(request: _Request, fits: list[Fit]) -> None:
             try:
                 await asyncio.gather(
                     *(
                         self.cluster.write_pods(
-                            request.ref.namespace, pod_writes(request, admission, fit)
+                            request.ref.namespace, writes.ungate(admission.pods, now, fit.nodes)
                         )
                         for admission, fit in zip(request.admissions, fits, strict=True)
+                        if fit.fits
                     )
                 )
             except Exception as error:

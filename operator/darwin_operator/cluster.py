@@ -22,7 +22,6 @@ from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
 from darwin_operator.priority_pool import LATER, NORMAL, URGENT, PriorityPool
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
-from darwin_operator.writes import held_to  # also weights_pods' (it was defined here)
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +434,16 @@ class Cluster:
             body=patch,
             content_type="application/merge-patch+json",
         )
+
+
+def held_to(node: str) -> dict[str, Any]:
+    """A required node affinity to one node, by name (a field, so no node label is needed)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
 
 
 def _meta_patch(write: writes.PatchPod) -> dict[str, Any]:

@@ -142,10 +142,7 @@ def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | N
                 return Finding(Fault.EVICTED, f"pod {pod.name} evicted: {pod.disruption}")
             return Finding(Fault.MEMBER_DELETED, f"pod {pod.name} deleted by another client")
     missing = sorted(set(range(pods_per_group)) - group.ranks())
-    # A rank missing before any pod is placed is as likely a creation cut short (a new group's
-    # pods are created released when admission answered first): nothing ran, the planner
-    # deletes the rest and starts over without counting a failure.
-    if missing and any(p.bound for p in group.pods):
+    if missing:
         ranks = ", ".join(str(r) for r in missing)
         return Finding(Fault.MEMBER_DELETED, f"rank {ranks} deleted by another client")
     return None

@@ -205,29 +205,15 @@ class Reconciler:
         notes: list[EventNote] = []
         built = _Built(spec, revision, restarted_at or "", stored)
         rejected = ""
-        # New groups that ask for admission are created by it, released if they fit (_admit)
-        asking = {a.index for a in plan.admissions}
-        born = {
-            a.index: a
-            for a in plan.actions
-            if isinstance(a, planner.CreateGroup) and a.index in asking and not a.revision
-        }
         try:
-            await self._execute(ref, built, plan, notes, now, skip=tuple(born.values()))
+            await self._execute(ref, built, plan, notes, now)
         except SpecRejected as e:
             await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
             return Result(), True
         except WriteRejected as e:
             rejected = str(e)  # reported below; nothing that exists is touched because of it
         if plan.admissions:
-            try:  # admission creates the new groups' pods: the same refusals can come back
-                with _refusals_classified():
-                    plan = await self._admit(ref, built, plan, notes, born)
-            except SpecRejected as e:
-                await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
-                return Result(), True
-            except WriteRejected as e:
-                rejected = rejected or str(e)
+            plan = await self._admit(ref, spec, plan, notes)
         if staging is not None:
             plan = staged.settle(plan, wplan)
         views = list(plan.groups)
@@ -302,9 +288,7 @@ class Reconciler:
         plan: planner.Plan,
         notes: list[EventNote],
         now: float,
-        skip: tuple[planner.Action, ...] = (),
     ) -> None:
-        """The plan's actions but `skip` (left to admission)."""
         ns, spec = ref.namespace, built.spec
 
         async def run(action: planner.Action) -> None:
@@ -358,12 +342,7 @@ class Reconciler:
         successors = [
             a for a in plan.actions if isinstance(a, planner.CreateGroup) and a.index in deleted
         ]
-        others = [
-            a
-            for a in plan.actions
-            if not isinstance(a, first) and a not in successors and a not in skip
-        ]
-        successors = [a for a in successors if a not in skip]
+        others = [a for a in plan.actions if not isinstance(a, first) and a not in successors]
         with _refusals_classified():
             await asyncio.gather(*(run(a) for a in applies))
             await asyncio.gather(*(run(a) for a in others))
@@ -372,39 +351,14 @@ class Reconciler:
     async def _admit(
         self,
         ref: render.EndpointRef,
-        built: _Built,
+        spec: api.DarwinEndpointSpec,
         plan: planner.Plan,
         notes: list[EventNote],
-        born: dict[int, planner.CreateGroup],
     ) -> planner.Plan:
-        """Ask for the plan's admissions (gates are lifted for those that fit; the groups in
-        `born` are created, released if they fit) and finish the plan with the answers (its
-        last stage)."""
-        spec = built.spec
-
-        def creator(action: planner.CreateGroup):
-            def create(fit, now: float):
-                nodes = fit.nodes if fit.fits else ()
-                return writes.create_admitted(action, ref, spec, built.revision, now, nodes)
-
-            return create
-
-        create = {index: creator(action) for index, action in born.items()}
-        resource = spec.placement.gpu_resource
-        fits = await self.admitter.admit(ref, resource, plan.admissions, create)
+        """Ask for the plan's admissions (gates are lifted for those that fit) and finish the
+        plan with the answers (its last stage)."""
+        fits = await self.admitter.admit(ref, spec.placement.gpu_resource, plan.admissions)
         for admission, fit in zip(plan.admissions, fits, strict=True):
-            if admission.index in born:
-                endpoint_log(log, ref.namespace, ref.name).info(
-                    "%s", _describe(born[admission.index])
-                )
-                how = "released" if fit.fits else "gated"
-                notes.append(
-                    EventNote(
-                        NORMAL,
-                        Reason.GROUP_CREATED,
-                        f"group {admission.index}: created {len(admission.pods)} pods ({how})",
-                    )
-                )
             endpoint_log(log, ref.namespace, ref.name).log(
                 logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync
                 "group %d %s: %s",

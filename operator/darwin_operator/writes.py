@@ -61,36 +61,6 @@ class Writes:
     last: tuple[PodWrite, ...] = ()
 
 
-def held_to(node: str) -> dict[str, Any]:
-    """A required node affinity to one node, by name (a field, so no node label is needed)."""
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
-        }
-    }
-
-
-def create_admitted(
-    action: planner.CreateGroup,
-    ref: render.EndpointRef,
-    spec: DarwinEndpointSpec,
-    revision: str,
-    now: float,
-    nodes: Sequence[str],
-) -> tuple[CreatePod, ...]:
-    """A new group's pods when admission has answered before they exist: with `nodes` (one per
-    pod: it fits) created released, each held to its node and stamped as `ungate` would; else
-    created gated. Saves a gated create and the patch that lifts the gates."""
-    pods = render.render_group(
-        ref, spec, revision, action.index, gated=not nodes, incarnation=action.incarnation
-    )
-    for pod, node in zip(pods, nodes, strict=False):
-        pod["metadata"].setdefault("annotations", {})[ANNOTATION_ADMITTED_AT] = format_time(now)
-        pod["spec"].setdefault("affinity", {}).update(held_to(node))
-    return tuple(CreatePod(p["metadata"]["name"], p) for p in pods)
-
-
 def ungate(pods: Iterable[str], now: float, nodes: Sequence[str] = ()) -> tuple[PatchPod, ...]:
     """Lift our gate, stamping when: the scheduling timeout counts from it, across restarts.
 

@@ -87,15 +87,6 @@ def is_gated(pod: dict[str, Any]) -> bool:
     return any(g["name"] == "serving.darwin.ai/gang" for g in gates)
 
 
-def created_admitted_or_gated(pod: dict[str, Any]) -> bool:
-    """A pod's first version: gated, or already admitted (a group that fit when it was created is
-    created released, with its admission stamp and held to admission's nodes). Never a pod the
-    scheduler may place before admission has counted its whole group."""
-    admitted = (pod["metadata"].get("annotations") or {}).get("serving.darwin.ai/admittedAt")
-    held = (pod["spec"].get("affinity") or {}).get("nodeAffinity")
-    return is_gated(pod) or bool(admitted and held)
-
-
 def is_ready(pod: dict[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True"

@@ -45,7 +45,7 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
             what=f"Prometheus: {what} ({expr} == {expected}; last {prometheus.value(expr)})",
         )
 
-    # 1. Ready: 2 groups of 2 pods x 1 GPU, admitted, bound, Ready.
+    # 1. Ready: 2 groups of 2 pods x 1 GPU, gated, admitted, bound, Ready.
     manifest = endpoint_manifest(NAME, replicas=2, tp=1, pp=2, pods_per_group=2)
     apply(cluster, namespace, manifest)
     wait_for(endpoint_ready(cluster, namespace, NAME, 2), timeout=90, what="the endpoint Ready")
@@ -54,8 +54,7 @@ def test_prometheus_sees_readiness_recreations_crashes_and_rollouts(
     seen(f'max(darwin_gpus{{{ep}, state="ready"}})', 4, "4 GPUs in Ready groups")
     seen(f'max(darwin_gpus{{{ep}, state="requested"}})', 4, "4 GPUs requested")
     seen(f'sum(darwin_group_phase{{{ep}, phase="Ready"}})', 2, "2 groups in phase Ready")
-    # No WaitingForCapacity: a group that fits when it is created is created admitted.
-    for phase in ("Scheduling", "Starting", "Total"):
+    for phase in ("WaitingForCapacity", "Scheduling", "Starting", "Total"):
         seen(
             f'sum(darwin_group_startup_seconds_count{{{ep}, phase="{phase}"}})',
             2,

@@ -9,7 +9,6 @@ from tests.e2e.checks import (
     PodRecorder,
     apply,
     condition,
-    created_admitted_or_gated,
     endpoint_pods,
     endpoint_ready,
     endpoint_status,
@@ -37,7 +36,7 @@ def slice_addresses(cluster, namespace, service):
     )
 
 
-def test_reference_endpoint_is_admitted_whole_and_becomes_ready(cluster, namespace, operator):
+def test_reference_endpoint_is_gated_then_admitted_and_becomes_ready(cluster, namespace, operator):
     recorder = PodRecorder(cluster, namespace)
     apply(cluster, namespace, endpoint_manifest("darwin-398b", replicas=2))
     status = wait_for(
@@ -46,9 +45,7 @@ def test_reference_endpoint_is_admitted_whole_and_becomes_ready(cluster, namespa
     first_seen = recorder.first_versions()
 
     assert sorted(first_seen) == ["darwin-398b-0-0", "darwin-398b-1-0"]
-    assert all(created_admitted_or_gated(p) for p in first_seen.values()), (
-        "pods must be created gated or already admitted"
-    )
+    assert all(is_gated(p) for p in first_seen.values()), "pods must be created gated"
     pods = endpoint_pods(cluster, namespace, "darwin-398b")
     assert len(pods) == 2
     nodes = set()
@@ -117,7 +114,7 @@ def test_one_pod_per_stage_gets_ranks_leader_address_and_only_the_leader_serves(
     )
     wait_for(endpoint_ready(cluster, namespace, "stages", 1), timeout=90, what="Ready 1/1")
     first_seen = recorder.first_versions()
-    assert all(created_admitted_or_gated(p) for p in first_seen.values())
+    assert all(is_gated(p) for p in first_seen.values())
 
     pods = sorted(endpoint_pods(cluster, namespace, "stages"), key=lambda p: label(p, "rank"))
     assert [p["metadata"]["name"] for p in pods] == ["stages-0-0", "stages-0-1", "stages-0-2"]
