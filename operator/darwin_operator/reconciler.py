@@ -333,18 +333,26 @@ class Reconciler:
                     if reason != DeleteReason.UNFINISHED_DELETE:
                         _note_delete(notes, index, reason, plan, ref)
 
-        # Services, the PDB and the update revision's spec are in place before any pod. A
+        # Services, the PDB and the update revision's spec are written together with the pods
+        # of new groups: those pods need none of them to exist (gated, they wait for admission
+        # below; DNS and the Services' endpoints follow whenever both exist; a revision not
+        # stored yet is stored by the next reconcile). Waiting for them would put one Service
+        # apply (the slowest write, a ClusterIP to allocate) before every endpoint's first pod.
+        # Drains and deletions come after, so the budget counts a drain before it starts. A
         # successor's pods are created once the incarnation it replaces is being deleted (and
         # out of the Service): an index never shows two live incarnations, not even briefly.
         first = (planner.ApplyObject, planner.StoreRevision)
-        applies = [a for a in plan.actions if isinstance(a, first)]
         deleted = {a.index for a in plan.actions if isinstance(a, planner.DeleteGroup)}
         successors = [
             a for a in plan.actions if isinstance(a, planner.CreateGroup) and a.index in deleted
         ]
-        others = [a for a in plan.actions if not isinstance(a, first) and a not in successors]
+        new_groups = [
+            a for a in plan.actions if isinstance(a, planner.CreateGroup) and a not in successors
+        ]
+        with_pods = [a for a in plan.actions if isinstance(a, first) or a in new_groups]
+        others = [a for a in plan.actions if a not in with_pods and a not in successors]
         with _refusals_classified():
-            await asyncio.gather(*(run(a) for a in applies))
+            await asyncio.gather(*(run(a) for a in with_pods))
             await asyncio.gather(*(run(a) for a in others))
             await asyncio.gather(*(run(a) for a in successors))
 

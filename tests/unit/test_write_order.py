@@ -1,0 +1,52 @@
+"""The order of one reconcile's writes: a new group's pods do not wait for the Services, the
+budget and the stored revision (each endpoint's first pods would otherwise queue behind its
+slowest write)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from darwin_operator import writes
+from darwin_operator.reconciler import Reconciler
+from tests.specs import spec_doc
+from tests.unit.fake_cluster import FakeCluster, endpoint_object
+
+
+class SlowApplies(FakeCluster):
+    """Applies finish only when released; every write is logged with what was in flight."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.applying = 0
+        self.log: list[tuple[str, int]] = []
+
+    async def apply(self, obj) -> None:
+        self.applying += 1
+        await self.release.wait()
+        self.applying -= 1
+        self.log.append((f"apply {obj['kind']}", 0))
+
+    async def write_pods(self, namespace: str, pod_writes) -> int:
+        pod_writes = list(pod_writes)
+        for write in pod_writes:
+            self.log.append((type(write).__name__, self.applying))
+        if any(isinstance(w, writes.CreatePod) for w in pod_writes):
+            self.release.set()  # the pods went out: the applies may finish
+        return await super().write_pods(namespace, pod_writes)
+
+
+def test_a_new_groups_pods_are_created_while_its_services_are_still_being_applied():
+    fake = SlowApplies(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        fake.clock = 1000.0
+        # with the pods behind the applies, nothing would release them: the reconcile hangs
+        await asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10)
+
+    asyncio.run(scenario())
+    creates = [in_flight for kind, in_flight in fake.log if kind == "CreatePod"]
+    assert len(creates) == 2  # 2 groups of one 6-GPU pod (spec_doc's default shape)
+    assert min(creates) > 0  # each created while applies were in flight
+    assert {"apply Service", "apply PodDisruptionBudget"} <= {k for k, _ in fake.log}
