@@ -58,10 +58,17 @@ def node_manifest(index: int, shape: NodeShape) -> dict:
     }
 
 
-def node_list(count: int, shape: NodeShape) -> str:
-    """The kwok nodes 0..count-1 as one List for `kubectl apply -f -`."""
-    items = [node_manifest(i, shape) for i in range(count)]
+def node_list(count: int, shape: NodeShape, start: int = 0) -> str:
+    """The kwok nodes start..count-1 as one List for `kubectl apply -f -`."""
+    items = [node_manifest(i, shape) for i in range(start, count)]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def node_lists(count: int, shape: NodeShape, per_list: int) -> list[str]:
+    """The kwok nodes 0..count-1 as Lists of at most `per_list` nodes, to apply in parallel."""
+    return [
+        node_list(min(start + per_list, count), shape, start) for start in range(0, count, per_list)
+    ]
 
 
 def ready_node_names(nodes: dict) -> set[str]:

@@ -1,8 +1,10 @@
 """The pinned versions of the test control plane agree between versions.env and the go.mod files."""
 
+import json
 import re
 from pathlib import Path
 
+from kwok_nodes import node_lists
 from localcluster import NodeShape, node_manifest, versions
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
@@ -39,6 +41,13 @@ def test_fake_node_looks_like_a_b200_box():
         labels["darwin.test/rack"] == "rack-2" and labels["topology.kubernetes.io/zone"] == "zone-1"
     )
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+
+
+def test_nodes_applied_in_parallel_lists_are_each_node_once():
+    lists = [json.loads(doc)["items"] for doc in node_lists(105, NodeShape(), per_list=50)]
+    assert [len(items) for items in lists] == [50, 50, 5]
+    names = [n["metadata"]["name"] for items in lists for n in items]
+    assert names == [f"kwok-node-{i}" for i in range(105)]
 
 
 def test_lws_pin_matches_wrapper_module():
