@@ -4,12 +4,14 @@ can regenerate (`make bench`).
 
     .venv/bin/python bench/run.py                        # all of them
     .venv/bin/python bench/run.py bench_metrics.py       # some
+    .venv/bin/python bench/run.py "bench_vs_lws.py --trials 3"   # with arguments
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -65,7 +67,8 @@ def commit() -> str:
 def main(argv: list[str]) -> int:
     chosen = argv or list(BENCHMARKS)
     started = datetime.now(UTC)
-    out = HERE / "results" / f"{started:%Y-%m-%d}-{socket.gethostname()}.md"
+    # one file per run: several runs a day each keep their own
+    out = HERE / "results" / f"{started:%Y-%m-%d-%H%M}-{socket.gethostname()}.md"
     out.parent.mkdir(exist_ok=True)
     lines = [
         f"# Benchmarks, {started:%Y-%m-%d %H:%M} UTC",
@@ -79,8 +82,12 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         began = time.monotonic()
         print(f"== {name}", flush=True)
+        script, *arguments = shlex.split(name)
         done = subprocess.run(
-            [sys.executable, str(HERE / name)], cwd=REPO, capture_output=True, text=True
+            [sys.executable, str(HERE / script), *arguments],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
         )
         print(done.stdout, end="", flush=True)
         took = time.monotonic() - began
