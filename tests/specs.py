@@ -27,12 +27,19 @@ REFERENCE_SPEC: dict[str, Any] = {
 }
 
 
+# A change to DELETE removes the key (e.g. a required field left out).
+DELETE: Any = object()
+
+
 def merged(base: dict, changes: dict) -> dict:
     """`base` with `changes` merged in, recursively for nested mappings."""
     out = copy.deepcopy(base)
     for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
+        if value is DELETE:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            inner = out.get(key)
+            out[key] = merged(inner if isinstance(inner, dict) else {}, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -42,12 +49,14 @@ def spec_doc(**changes: Any) -> dict:
     return merged(REFERENCE_SPEC, changes)
 
 
-def endpoint_doc(name: str = "darwin-398b", **changes: Any) -> dict:
+def endpoint_doc(name: str = "darwin-398b", *, base: dict | None = None, **changes: Any) -> dict:
+    """An endpoint named `name`: `changes` merged into the spec `base` (REFERENCE_SPEC unless
+    given)."""
     return {
         "apiVersion": "serving.darwin.ai/v1alpha1",
         "kind": "DarwinEndpoint",
         "metadata": {"name": name},
-        "spec": spec_doc(**changes),
+        "spec": merged(REFERENCE_SPEC if base is None else base, changes),
     }
 
 

@@ -7,10 +7,10 @@ OpenAPI types and ranges, and the CEL rules compiled and run by kube-apiserver.
 
 from __future__ import annotations
 
-import copy
 import json
 import types
 import typing
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from darwin_operator import api
 from darwin_operator.api import DarwinEndpointStatus
 from darwin_operator.validation import InvalidEndpoint, validate
+from tests.specs import DELETE, endpoint_doc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("crd_installed")]
 
@@ -35,37 +36,25 @@ WHOLE_TP = "each pod must hold whole tensor-parallel groups"
 NAME_RULE = 'metadata.name: Invalid value: "object": must be a DNS-1035 label'
 
 
-def endpoint(name: str = "darwin-398b", **spec_changes) -> dict:
-    doc = copy.deepcopy(REFERENCE)
-    doc["metadata"] = {"name": name}
-    for path, value in spec_changes.items():
-        node = doc["spec"]
-        *parents, leaf = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is _DELETE:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return doc
-
-
-_DELETE = object()
-ENV = "engine__env"
-ARGS = "engine__extraArgs"
+# The reference manifest named `name` (default darwin-398b), with changes merged into its spec.
+endpoint = partial(endpoint_doc, base=REFERENCE["spec"])
 
 # (case id, the endpoint, a substring the API server's refusal must contain)
 BAD = [
     ("replicas-not-a-number", endpoint(replicas="two"), "spec.replicas"),
     ("negative-replicas", endpoint(replicas=-1), "should be greater than or equal to 0"),
     ("engine-not-an-object", endpoint(engine="vllm"), "spec.engine"),
-    ("missing-model", endpoint(model=_DELETE), "spec.model: Required value"),
-    ("missing-model-name", endpoint(model={"revision": "main"}), "spec.model.name: Required"),
-    ("tp-zero", endpoint(engine__tensorParallelSize=0), "greater than or equal to 1"),
-    ("unknown-dtype", endpoint(engine__dtype="fp4"), "Unsupported value"),
-    ("unknown-field", endpoint(engine__tensorParallel=2), "unknown field"),
-    ("pods-do-not-divide-gpus", endpoint(placement__podsPerGroup=4), PODS_DIVIDE),
-    ("pods-split-a-tp-pair", endpoint(placement__podsPerGroup=2), WHOLE_TP),
+    ("missing-model", endpoint(model=DELETE), "spec.model: Required value"),
+    (
+        "missing-model-name",
+        endpoint(model={"name": DELETE, "revision": "main"}),
+        "spec.model.name: Required",
+    ),
+    ("tp-zero", endpoint(engine={"tensorParallelSize": 0}), "greater than or equal to 1"),
+    ("unknown-dtype", endpoint(engine={"dtype": "fp4"}), "Unsupported value"),
+    ("unknown-field", endpoint(engine={"tensorParallel": 2}), "unknown field"),
+    ("pods-do-not-divide-gpus", endpoint(placement={"podsPerGroup": 4}), PODS_DIVIDE),
+    ("pods-split-a-tp-pair", endpoint(placement={"podsPerGroup": 2}), WHOLE_TP),
     (
         "both-rollout-limits-zero",
         endpoint(rollout={"maxUnavailable": 0, "maxSurge": 0}),
@@ -80,82 +69,107 @@ BAD = [
     ("max-surge-not-a-percentage", endpoint(rollout={"maxSurge": "one"}), "percentage"),
     ("max-unavailable-negative", endpoint(rollout={"maxUnavailable": -1}), "non-negative"),
     ("partition-above-replicas", endpoint(rollout={"partition": 3}), "may not exceed replicas"),
-    ("port-equals", endpoint(**{ARGS: ["--port=9000"]}), OWNED_FLAGS),
-    ("tp-underscores", endpoint(**{ARGS: ["--tensor_parallel_size", "4"]}), OWNED_FLAGS),
-    ("tp-short-alias", endpoint(**{ARGS: ["-tp", "4"]}), OWNED_FLAGS),
-    ("pp-short-equals", endpoint(**{ARGS: ["-pp=3"]}), OWNED_FLAGS),
-    ("nnodes-glued-short", endpoint(**{ARGS: ["-n3"]}), OWNED_FLAGS),
-    ("node-rank", endpoint(**{ARGS: ["--node-rank", "1"]}), OWNED_FLAGS),
-    ("master-addr-underscore", endpoint(**{ARGS: ["--master_addr=10.0.0.1"]}), OWNED_FLAGS),
-    ("master-port", endpoint(**{ARGS: ["--master-port", "1"]}), OWNED_FLAGS),
-    ("headless", endpoint(**{ARGS: ["--headless"]}), OWNED_FLAGS),
-    ("host", endpoint(**{ARGS: ["--host", "127.0.0.1"]}), OWNED_FLAGS),
-    ("served-model-name", endpoint(**{ARGS: ["--served-model-name=x"]}), OWNED_FLAGS),
-    ("executor-backend", endpoint(**{ARGS: ["--distributed-executor-backend=ray"]}), OWNED_FLAGS),
-    ("model-flag", endpoint(**{ARGS: ["--model", "other/model"]}), OWNED_FLAGS),
-    ("flag-prefix", endpoint(**{ARGS: ["--tensor-parallel", "4"]}), OWNED_FLAGS),
-    ("extra-arg-too-long", endpoint(**{ARGS: ["x" * 2049]}), "Too long"),
+    ("port-equals", endpoint(engine={"extraArgs": ["--port=9000"]}), OWNED_FLAGS),
+    (
+        "tp-underscores",
+        endpoint(engine={"extraArgs": ["--tensor_parallel_size", "4"]}),
+        OWNED_FLAGS,
+    ),
+    ("tp-short-alias", endpoint(engine={"extraArgs": ["-tp", "4"]}), OWNED_FLAGS),
+    ("pp-short-equals", endpoint(engine={"extraArgs": ["-pp=3"]}), OWNED_FLAGS),
+    ("nnodes-glued-short", endpoint(engine={"extraArgs": ["-n3"]}), OWNED_FLAGS),
+    ("node-rank", endpoint(engine={"extraArgs": ["--node-rank", "1"]}), OWNED_FLAGS),
+    (
+        "master-addr-underscore",
+        endpoint(engine={"extraArgs": ["--master_addr=10.0.0.1"]}),
+        OWNED_FLAGS,
+    ),
+    ("master-port", endpoint(engine={"extraArgs": ["--master-port", "1"]}), OWNED_FLAGS),
+    ("headless", endpoint(engine={"extraArgs": ["--headless"]}), OWNED_FLAGS),
+    ("host", endpoint(engine={"extraArgs": ["--host", "127.0.0.1"]}), OWNED_FLAGS),
+    ("served-model-name", endpoint(engine={"extraArgs": ["--served-model-name=x"]}), OWNED_FLAGS),
+    (
+        "executor-backend",
+        endpoint(engine={"extraArgs": ["--distributed-executor-backend=ray"]}),
+        OWNED_FLAGS,
+    ),
+    ("model-flag", endpoint(engine={"extraArgs": ["--model", "other/model"]}), OWNED_FLAGS),
+    ("flag-prefix", endpoint(engine={"extraArgs": ["--tensor-parallel", "4"]}), OWNED_FLAGS),
+    ("extra-arg-too-long", endpoint(engine={"extraArgs": ["x" * 2049]}), "Too long"),
     ("name-60-characters", endpoint(name="d" * 60), NAME_RULE),
     ("name-starts-with-digit", endpoint(name="398b"), NAME_RULE),
-    ("ray", endpoint(engine__backend="ray"), "backend ray is not supported: vLLM's image"),
+    ("ray", endpoint(engine={"backend": "ray"}), "backend ray is not supported: vLLM's image"),
     (
         "ray-per-stage",
-        endpoint(engine__backend="ray", placement__podsPerGroup=3),
+        endpoint(engine={"backend": "ray"}, placement={"podsPerGroup": 3}),
         "spec.engine.backend: Forbidden: backend ray is not supported",
     ),
-    ("kueue", endpoint(placement__gang="Kueue"), "gang Kueue is not supported"),
-    ("gpu-resource-kubernetes-io", endpoint(placement__gpuResource="kubernetes.io/gpu"), "outside"),
-    ("gpu-resource-no-domain", endpoint(placement__gpuResource="gpu"), "placement.gpuResource"),
-    ("darwin-env", endpoint(**{ENV: [{"name": "DARWIN_GROUP_INDEX", "value": "7"}]}), "DARWIN_*"),
+    ("kueue", endpoint(placement={"gang": "Kueue"}), "gang Kueue is not supported"),
+    (
+        "gpu-resource-kubernetes-io",
+        endpoint(placement={"gpuResource": "kubernetes.io/gpu"}),
+        "outside",
+    ),
+    ("gpu-resource-no-domain", endpoint(placement={"gpuResource": "gpu"}), "placement.gpuResource"),
+    (
+        "darwin-env",
+        endpoint(engine={"env": [{"name": "DARWIN_GROUP_INDEX", "value": "7"}]}),
+        "DARWIN_*",
+    ),
     (
         "vllm-host-ip-env",
-        endpoint(**{ENV: [{"name": "VLLM_HOST_IP", "value": "x"}]}),
+        endpoint(engine={"env": [{"name": "VLLM_HOST_IP", "value": "x"}]}),
         "VLLM_HOST_IP",
     ),
     (
         "hf-token-env-with-secret",
         endpoint(
-            model__tokenSecretRef={"name": "hf"}, **{ENV: [{"name": "HF_TOKEN", "value": "x"}]}
+            model={"tokenSecretRef": {"name": "hf"}},
+            engine={"env": [{"name": "HF_TOKEN", "value": "x"}]},
         ),
         "when model.tokenSecretRef is set",
     ),
     (
         "env-value-and-value-from",
-        endpoint(**{ENV: [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]}),
+        endpoint(engine={"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]}),
         "set value or valueFrom, not both",
     ),
     ("bad-quantity", endpoint(resources={"memory": "lots"}), "quantity"),
     ("negative-cpu", endpoint(resources={"cpu": -1}), "non-negative"),
     (
         "cache-pvc-and-host-path",
-        endpoint(model__cache={"persistentVolumeClaim": "w", "hostPath": "/w"}),
+        endpoint(model={"cache": {"persistentVolumeClaim": "w", "hostPath": "/w"}}),
         "exactly one of persistentVolumeClaim or hostPath",
     ),
-    ("model-name-like-a-flag", endpoint(model__name="--model"), "spec.model.name"),
+    ("model-name-like-a-flag", endpoint(model={"name": "--model"}), "spec.model.name"),
     (
         "cache-relative-host-path",
-        endpoint(model__cache={"hostPath": "mnt/nvme", "staging": "PerNode"}),
+        endpoint(model={"cache": {"hostPath": "mnt/nvme", "staging": "PerNode"}}),
         "spec.model.cache.hostPath",
     ),
-    ("cache-empty-host-path", endpoint(model__cache={"hostPath": ""}), "spec.model.cache.hostPath"),
+    (
+        "cache-empty-host-path",
+        endpoint(model={"cache": {"hostPath": ""}}),
+        "spec.model.cache.hostPath",
+    ),
     (
         "cache-root-mount-path",
-        endpoint(model__cache={"hostPath": "/w", "mountPath": "/"}),
+        endpoint(model={"cache": {"hostPath": "/w", "mountPath": "/"}}),
         "mountPath",
     ),
     (
         "cache-dot-dot-path",
-        endpoint(model__cache={"hostPath": "/mnt/../etc"}),
+        endpoint(model={"cache": {"hostPath": "/mnt/../etc"}}),
         "must not contain '.' or '..' segments",
     ),
     (
         "cache-shared-host-path",
-        endpoint(model__cache={"hostPath": "/w", "staging": "Shared"}),
+        endpoint(model={"cache": {"hostPath": "/w", "staging": "Shared"}}),
         "staging Shared needs a persistentVolumeClaim",
     ),
     (
         "cache-unknown-staging",
-        endpoint(model__cache={"hostPath": "/w", "staging": "Eager"}),
+        endpoint(model={"cache": {"hostPath": "/w", "staging": "Eager"}}),
         "PerNode",
     ),
     (
@@ -450,10 +464,7 @@ def test_the_python_mirror_agrees_with_the_api_server(cluster, namespace):
     cases = [{"engine": {"extraArgs": [arg]}} for arg in EXTRA_ARGS] + OTHER_VALUES
     disagree = []
     for changes in cases:
-        body = copy.deepcopy(REFERENCE)
-        body["metadata"] = {"name": "mirror"}
-        for section, values in changes.items():
-            body["spec"].setdefault(section, {}).update(values)
+        body = endpoint("mirror", **changes)
         try:
             validate(body)
             python_ok = True
