@@ -21,6 +21,7 @@ from darwin_operator.credentials import load_configuration
 from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
 from darwin_operator.priority_pool import LATER, NORMAL, URGENT, PriorityPool
+from darwin_operator.render import held_to
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
 
 log = logging.getLogger(__name__)
@@ -434,16 +435,6 @@ class Cluster:
             body=patch,
             content_type="application/merge-patch+json",
         )
-
-
-def held_to(node: str) -> dict[str, Any]:
-    """A required node affinity to one node, by name (a field, so no node label is needed)."""
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
-        }
-    }
 
 
 def _meta_patch(write: writes.PatchPod) -> dict[str, Any]:

@@ -205,6 +205,16 @@ def _same_domain_affinity(
     return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
 
 
+def held_to(node: str) -> dict:
+    """A required node affinity to one node, by name (a field, so no node label is needed)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
 def _container(
     ref: EndpointRef, spec: DarwinEndpointSpec, group: int, rank: int, incarnation: int
 ) -> dict:

@@ -13,7 +13,6 @@ from typing import Any
 
 from darwin_operator import render, staging, weights
 from darwin_operator.api import DarwinEndpointSpec
-from darwin_operator.cluster import held_to
 from darwin_operator.vocabulary import LABEL_ROLE
 
 # Enough for hf and the checksum pass; no GPU.
@@ -56,7 +55,7 @@ def _base(
     for volume in pod_spec["volumes"]:  # the staging pod writes
         volume.get("persistentVolumeClaim", {}).pop("readOnly", None)
     if node:
-        pod_spec["affinity"] = held_to(node)
+        pod_spec["affinity"] = render.held_to(node)
     labels = {
         **spec.pod_metadata.labels,
         LABEL_ROLE: role,
