@@ -83,39 +83,26 @@ def _base(
     }
 
 
-def staging_pod(
-    ref: render.EndpointRef, spec: DarwinEndpointSpec, action: weights.Stage
+def pod(
+    ref: render.EndpointRef, spec: DarwinEndpointSpec, action: weights.Stage | weights.Prune
 ) -> dict[str, Any]:
+    """The pod that carries out a Stage or a Prune of `action.copy` on `action.node`."""
     cache = spec.model.cache
-    assert cache is not None
-    container = staging.staging_container(
-        action.copy.model,
-        action.copy.revision,
-        cache.mount_path,
-        spec.model.token_secret_ref,
-        spec.engine.image,
-        extra_env=[e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
-    )
-    name = weights.staging_pod_name(action.copy, action.node, action.attempt)
-    return _base(
-        ref,
-        spec,
-        name,
-        weights.ROLE_STAGING,
-        action.copy,
-        action.node,
-        action.attempt,
-        container,
-    )
-
-
-def prune_pod(
-    ref: render.EndpointRef, spec: DarwinEndpointSpec, action: weights.Prune
-) -> dict[str, Any]:
-    cache = spec.model.cache
-    assert cache is not None
-    container = staging.prune_container(
-        action.copy.model, action.copy.revision, cache.mount_path, spec.engine.image
-    )
-    name = weights.prune_pod_name(action.copy, action.node)
-    return _base(ref, spec, name, weights.ROLE_PRUNE, action.copy, action.node, 0, container)
+    assert cache is not None  # only an endpoint with model.cache stages or prunes
+    model, revision = action.copy.model, action.copy.revision
+    if isinstance(action, weights.Stage):
+        container = staging.staging_container(
+            model,
+            revision,
+            cache.mount_path,
+            spec.model.token_secret_ref,
+            spec.engine.image,
+            extra_env=[e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
+        )
+        name = weights.staging_pod_name(action.copy, action.node, action.attempt)
+        role, attempt = weights.ROLE_STAGING, action.attempt
+    else:
+        container = staging.prune_container(model, revision, cache.mount_path, spec.engine.image)
+        name = weights.prune_pod_name(action.copy, action.node)
+        role, attempt = weights.ROLE_PRUNE, 0
+    return _base(ref, spec, name, role, action.copy, action.node, attempt, container)

@@ -97,11 +97,8 @@ class WeightsStep:
         for action in plan.actions:
             endpoint_log(log, ref.namespace, ref.name).info("weights: %s", action)
             match action:
-                case weights.Stage():
-                    body = weights_pods.staging_pod(ref, spec, action)
-                    creates.append(writes.CreatePod(body["metadata"]["name"], body))
-                case weights.Prune():
-                    body = weights_pods.prune_pod(ref, spec, action)
+                case weights.Stage() | weights.Prune():
+                    body = weights_pods.pod(ref, spec, action)
                     creates.append(writes.CreatePod(body["metadata"]["name"], body))
                 case weights.Remove(name=name):
                     deletes.append(writes.DeletePod(name))

@@ -181,7 +181,7 @@ def test_records_read_back_from_pods():
 def weights_pod(ref, spec, action):
     from darwin_operator import weights_pods
 
-    return weights_pods.staging_pod(ref, spec, action)
+    return weights_pods.pod(ref, spec, action)
 
 
 # ---- placement ----
