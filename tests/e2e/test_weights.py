@@ -101,6 +101,19 @@ def staging_pods(cluster, namespace: str, revision: str) -> list[dict]:
     ]
 
 
+def weights_failure(cluster, namespace: str, name: str, reason: str) -> dict:
+    """The endpoint's WeightsReady condition once it reports `reason`; a StagingFailed Event
+    was sent with it."""
+
+    def reported():
+        c = condition(endpoint_status(cluster, namespace, name), "WeightsReady")
+        return c.get("reason") == reason and c
+
+    c = wait_for(reported, timeout=60, what=f"WeightsReady=False {reason}")
+    assert "StagingFailed" in event_reasons(cluster, namespace, name)
+    return c
+
+
 def test_groups_go_where_the_weights_are_and_survive_a_kill_a_recreation_and_a_rollout(
     cluster, crd_installed, namespace, tmp_path
 ):
@@ -235,14 +248,8 @@ def test_groups_go_where_the_weights_are_and_survive_a_kill_a_recreation_and_a_r
 def test_a_missing_claim_is_a_condition_and_an_event(cluster, crd_installed, namespace, operator):
     apply(cluster, namespace, staged_manifest("noclaim", staged_after="1s"))
 
-    def reported():
-        s = endpoint_status(cluster, namespace, "noclaim")
-        c = condition(s, "WeightsReady")
-        return c.get("reason") == "VolumeNotFound" and c
-
-    c = wait_for(reported, timeout=60, what="WeightsReady=False VolumeNotFound")
+    c = weights_failure(cluster, namespace, "noclaim", "VolumeNotFound")
     assert "PersistentVolumeClaim models" in c["message"]
-    assert "StagingFailed" in event_reasons(cluster, namespace, "noclaim")
     assert not pods(cluster, namespace, STAGING)
     assert all(is_gated(p) for p in endpoint_pods(cluster, namespace, "noclaim"))
 
@@ -256,13 +263,8 @@ def test_a_missing_token_secret_stages_nothing_and_says_so(
         manifest["spec"]["model"]["tokenSecretRef"] = {"name": "hf-token"}
         apply(cluster, namespace, manifest)
 
-        def reported():
-            c = condition(endpoint_status(cluster, namespace, "nosecret"), "WeightsReady")
-            return c.get("reason") == "SecretNotFound" and c
-
-        c = wait_for(reported, timeout=60, what="WeightsReady=False SecretNotFound")
+        c = weights_failure(cluster, namespace, "nosecret", "SecretNotFound")
         assert "Secret hf-token" in c["message"]
-        assert "StagingFailed" in event_reasons(cluster, namespace, "nosecret")
         assert not pods(cluster, namespace, STAGING)
     finally:
         cluster.kubectl("delete", "dwe", "--all", "-n", namespace, "--wait=false")
@@ -298,13 +300,8 @@ def test_a_revision_the_hub_does_not_have_keeps_the_old_groups_serving(
                 "darwin.test/staging-message=the hub has no revision no-such-revision",
             )  # fmt: skip
 
-        def reported():
-            c = condition(endpoint_status(cluster, namespace, "norev"), "WeightsReady")
-            return c.get("reason") == "RevisionNotFound" and c
-
-        c = wait_for(reported, timeout=60, what="WeightsReady=False RevisionNotFound")
+        c = weights_failure(cluster, namespace, "norev", "RevisionNotFound")
         assert "no-such-revision" in c["message"]
-        assert "StagingFailed" in event_reasons(cluster, namespace, "norev")
         # nothing serving was touched, and the failure is not retried in a loop
         status = endpoint_status(cluster, namespace, "norev")
         assert status["readyReplicas"] == 2
