@@ -20,13 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "operator")]
-
-from tests.staging.conftest import Stager, staged_files  # noqa: E402
-from tests.standin.hub.main import sizes  # noqa: E402
-from tests.standin.hub_process import HubProcess  # noqa: E402
-from tests.standin.standin_process import wait_for  # noqa: E402
+import cluster_setup  # noqa: F401  (first: puts the repo's test tooling on the import path)
+from tests.staging.conftest import Stager, staged_files
+from tests.standin.hub.main import sizes
+from tests.standin.hub_process import HubProcess
+from tests.standin.standin_process import wait_for
 
 MiB = 1 << 20
 MODEL = "darwin-test/tiny-398b"

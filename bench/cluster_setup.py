@@ -3,7 +3,7 @@ here and stopped at the end, or one that is already up), kubectl, CRDs and names
 watch and a process's CPU time.
 
 A benchmark imports this module first: running `python bench/X.py` puts bench/ on the path,
-and this module adds the two roots pytest's `pythonpath` names (the repo, for `tests.*`, and
+and this module adds two of the roots pytest's `pythonpath` names (the repo, for `tests.*`, and
 tests/cluster, whose tools import each other by bare name) so no script edits sys.path itself.
 """
 

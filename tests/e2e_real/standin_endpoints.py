@@ -6,16 +6,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import images  # tests/images, on pytest's pythonpath
 from darwin_operator.vocabulary import LABEL_ENDPOINT, LABEL_ROLE, ROLE_LEADER, client_service_name
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "images"))
-import images  # noqa: E402
 
 MODEL = "FINAL-Bench/Darwin-398B-JGOS"
 # On the memory-backed /dev/shm volume every pod has: writable even with a read-only root.

@@ -27,14 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# Its siblings are imported by bare name: a script's directory is on the path (build.sh runs
+# this file), pytest's `pythonpath` names it, and tests/cluster/in_cluster.py adds it.
+import docker_archive
+import operator_image
+import rootfs
+from docker_archive import FileEntry
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import docker_archive  # noqa: E402
-import operator_image  # noqa: E402
-import rootfs  # noqa: E402
-from docker_archive import FileEntry  # noqa: E402
-
 REPO = HERE.parent.parent
 STANDIN_SOURCE = REPO / "tests" / "standin" / "vllm_standin"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

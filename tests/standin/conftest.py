@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the stand-in's package, as the image has it
-    sys.path.insert(0, str(HERE))
-
-from tests.standin.standin_process import StandIn, free_port  # noqa: E402
+from tests.standin.standin_process import StandIn, free_port
 
 
 @pytest.fixture
