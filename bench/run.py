@@ -65,6 +65,9 @@ def commit() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
     chosen = argv or list(BENCHMARKS)
     started = datetime.now(UTC)
     # one file per run: several runs a day each keep their own
