@@ -95,7 +95,7 @@ test-e2e: build-cluster prometheus-tools
 test-e2e-real: build-cluster real-node-tools
 	$(PY) -m pytest tests/e2e_real
 
-# Every benchmark on the local cluster; what they print goes to bench/results/<date>-<host>.md.
+# Every benchmark on the local cluster; what they print goes to bench/results/<date>-<time>-<host>.md.
 # bench_vs_lws.py also needs LeaderWorkerSet's manager, built from its Go module.
 bench: build-cluster
 	bash tests/cluster/build.sh lws

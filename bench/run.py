@@ -1,5 +1,5 @@
-"""Run every benchmark and write what they print to bench/results/<date>-<host>.md, with the
-date, the machine and the commit, so that the figures README quotes come from a file anyone
+"""Run every benchmark and write what they print to bench/results/<date>-<time>-<host>.md, with
+the date, the machine and the commit, so that the figures README quotes come from a file anyone
 can regenerate (`make bench`).
 
     .venv/bin/python bench/run.py                        # all of them
