@@ -6,6 +6,10 @@ view of nodes and pods (view.py: kept from watches and from our own writes, so t
 process lifted count at once), in the order they arrived; each admitted group's GPUs are taken
 off before the next request is looked at, exactly as if each had read the cluster after the
 previous one lifted its gates. This keeps admission cheap when many endpoints start at once.
+
+Only the decisions hold the lock, not the writes that lift the gates: a batch's groups are
+reserved (their GPUs and room on the nodes chosen) until their writes have landed in the view,
+so the next batch decides while they are in flight and still never counts the same GPUs.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from darwin_operator import capacity, render, writes
-from darwin_operator.capacity import Fit
+from darwin_operator.capacity import Fit, GroupDemand
 from darwin_operator.cluster import Cluster
 from darwin_operator.planner import Admission
 from darwin_operator.view import ListedView, WatchedView
@@ -27,6 +31,7 @@ class _Request:
     resource: str
     admissions: tuple[Admission, ...]
     result: asyncio.Future[list[Fit]]
+    decided: bool = False  # by a batch, whose caller lifts the gates (the result comes after)
 
 
 class Admitter:
@@ -41,6 +46,9 @@ class Admitter:
         self.view = view or ListedView(cluster)
         self._lock = asyncio.Lock()
         self._pending: list[_Request] = []
+        # admitted groups whose gates are being lifted, by (request, group index): their
+        # resource, demand and chosen nodes
+        self._in_flight: dict[tuple[int, int], tuple[str, GroupDemand, tuple[str, ...]]] = {}
 
     async def admit(
         self, ref: render.EndpointRef, resource: str, admissions: tuple[Admission, ...]
@@ -49,24 +57,39 @@ class Admitter:
         gates of the groups that fit are lifted before this returns."""
         request = _Request(ref, resource, admissions, asyncio.get_running_loop().create_future())
         self._pending.append(request)
-        async with self._lock:
-            if not request.result.done():  # no batch has decided it yet: run one now
-                batch, self._pending = self._pending, []
-                if request not in batch:  # its batch was cancelled part way
-                    batch.append(request)
-                await self._decide(batch)
-        return request.result.result()
+        batch: list[_Request] = []
+        try:
+            async with self._lock:
+                if not request.decided:  # no batch has decided it yet: run one now
+                    batch, self._pending = self._pending, []
+                    if request not in batch:
+                        batch.append(request)
+                    decided = await self._decide(batch)
+            if batch:  # this call ran the batch: lift its gates, the lock free for the next one
+                await asyncio.gather(*(self._release(r, fits) for r, fits in decided))
+        finally:
+            for other in batch:  # cut short (the caller cancelled): the others retry, not hang
+                if not other.result.done():
+                    other.result.set_exception(RuntimeError("admission interrupted; retried"))
+        return await request.result
 
-    async def _decide(self, batch: list[_Request]) -> None:
+    async def _decide(self, batch: list[_Request]) -> list[tuple[_Request, list[Fit]]]:
+        for request in batch:
+            request.decided = True
         try:
             seen = await self.view.capacity()
         except Exception as error:
             for request in batch:
                 request.result.set_exception(error)
-            return
+            return []
         nodes = seen.nodes
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
         room = seen.free_room()  # CPU, memory, ...: shrinks inside admit_in_order
+        for resource, demand, chosen in self._in_flight.values():
+            left = free.setdefault(resource, seen.free_gpus(resource))
+            for node in chosen:
+                left[node] = left.get(node, 0) - demand.gpus_per_pod
+                capacity.take_room(room, node, demand.room)
         decided: list[tuple[_Request, list[Fit]]] = []
         for request in batch:
             left = free.setdefault(request.resource, seen.free_gpus(request.resource))
@@ -76,22 +99,34 @@ class Admitter:
                 for node in fit.nodes:
                     left[node] -= admission.demand.gpus_per_pod
             decided.append((request, fits))
+            for admission, fit in zip(request.admissions, fits, strict=True):
+                if fit.fits:  # held from the decision, under the lock, until its write lands
+                    key = (id(request), admission.index)
+                    self._in_flight[key] = (request.resource, admission.demand, fit.nodes)
+        return decided
+
+    async def _release(self, request: _Request, fits: list[Fit]) -> None:
+        """Lift the gates of the request's groups that fit, holding their place until the
+        writes are in the view (write_pods hands it what they return before it returns)."""
         now = self.clock()
-
-        async def release(request: _Request, fits: list[Fit]) -> None:
-            try:
-                await asyncio.gather(
-                    *(
-                        self.cluster.write_pods(
-                            request.ref.namespace, writes.ungate(admission.pods, now, fit.nodes)
-                        )
-                        for admission, fit in zip(request.admissions, fits, strict=True)
-                        if fit.fits
+        admitted = [
+            (admission, fit)
+            for admission, fit in zip(request.admissions, fits, strict=True)
+            if fit.fits
+        ]
+        try:
+            await asyncio.gather(
+                *(
+                    self.cluster.write_pods(
+                        request.ref.namespace, writes.ungate(admission.pods, now, fit.nodes)
                     )
+                    for admission, fit in admitted
                 )
-            except Exception as error:
-                request.result.set_exception(error)
-            else:
-                request.result.set_result(fits)
-
-        await asyncio.gather(*(release(request, fits) for request, fits in decided))
+            )
+        except Exception as error:
+            request.result.set_exception(error)
+        else:
+            request.result.set_result(fits)
+        finally:
+            for admission, _ in admitted:
+                self._in_flight.pop((id(request), admission.index), None)

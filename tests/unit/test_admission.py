@@ -1,4 +1,5 @@
-"""Gang admission across endpoints: serialized decisions, batched on one read of the cluster."""
+"""Gang admission across endpoints: serialized decisions, batched on one read of the cluster,
+with the gates lifted outside the lock."""
 
 from __future__ import annotations
 
@@ -121,3 +122,46 @@ def test_a_failed_read_fails_every_request_of_the_batch_and_the_next_one_retries
     failed, retried = asyncio.run(scenario())
     assert failed == "apiserver unavailable"
     assert retried[0].fits
+
+
+def test_the_next_batch_decides_while_gates_are_being_lifted_and_counts_them_as_taken():
+    class SlowWrites(FakeCluster):
+        """Lifting gates takes a while; records what each batch decision saw in flight."""
+
+        def __init__(self, nodes: int) -> None:
+            super().__init__(nodes)
+            self.writing = 0
+            self.reads_while_writing = 0
+
+        async def capacity_inputs(self):
+            self.reads_while_writing += self.writing > 0
+            return await super().capacity_inputs()
+
+        async def write_pods(self, namespace, pod_writes):
+            self.writing += 1
+            await asyncio.sleep(0.2)
+            self.writing -= 1
+            return await super().write_pods(namespace, pod_writes)
+
+    async def scenario():
+        cluster = SlowWrites(nodes=3)  # 24 GPUs: two groups of 3 x 4 GPUs, not three
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        first = asyncio.create_task(
+            admitter.admit(EndpointRef("a", "ns", "a"), GPU, admissions("a", 1))
+        )
+        await asyncio.sleep(0.05)  # a's gates are being lifted
+        later = await asyncio.gather(
+            admitter.admit(EndpointRef("b", "ns", "b"), GPU, admissions("b", 1)),
+            admitter.admit(EndpointRef("c", "ns", "c"), GPU, admissions("c", 1)),
+        )
+        return cluster, await first, later
+
+    cluster, first, (second, third) = asyncio.run(scenario())
+    assert cluster.reads_while_writing >= 1  # decided while a's write was in flight
+    assert [first[0].fits, second[0].fits, third[0].fits] == [True, True, False]
+    assert "free:" in third[0].message
+    # never more than a node's 8 GPUs held to it
+    per_node: dict[str, int] = {}
+    for node_name in cluster.held.values():
+        per_node[node_name] = per_node.get(node_name, 0) + 4
+    assert max(per_node.values()) <= 8
