@@ -10,6 +10,7 @@ tests/cluster, whose tools import each other by bare name) so no script edits sy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -159,40 +160,68 @@ def bench_cluster(
 class PodStream:
     """Calls `on_event(type, pod, monotonic time)` for every pod event of a namespace, from a
     thread: polling full pod lists instead would load the API server and this machine's CPUs,
-    and skew what is measured."""
+    and skew what is measured. A watch the server cuts short is opened again from the last
+    resourceVersion seen, so no event is lost (a benchmark waiting on a dead watch would wait
+    for its timeout and fail)."""
 
     def __init__(
         self, kubeconfig: str, namespace: str, on_event: Callable[[str, dict, float], None]
     ) -> None:
-        raw = Cluster(load_api_client(kubeconfig), workers=1)  # a connection of its own
+        self._raw = Cluster(load_api_client(kubeconfig), workers=1)  # a connection of its own
+        self._path = f"/api/v1/namespaces/{namespace}/pods"
         self._on_event = on_event
-        method, url, headers, _, _ = raw.client.param_serialize(
-            method="GET",
-            resource_path=f"/api/v1/namespaces/{namespace}/pods",
-            query_params=[("watch", "true")],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        self._response = raw.client.rest_client.pool_manager.request(
-            method, url, headers=headers, preload_content=False, timeout=None
-        )
+        self._stopped = threading.Event()
+        self._rv = ""  # of the last event seen: a watch opened again resumes there
+        self._response = self._open("")  # open before returning: no event is missed
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _open(self, rv: str):
+        query = [("watch", "true"), ("allowWatchBookmarks", "true")]
+        method, url, headers, _, _ = self._raw.client.param_serialize(
+            method="GET",
+            resource_path=self._path,
+            query_params=query + ([("resourceVersion", rv)] if rv else []),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        return self._raw.client.rest_client.pool_manager.request(
+            method, url, headers=headers, preload_content=False, timeout=None
+        )
+
     def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._read(self._response)
+            except Exception as e:  # cut short, or closed by stop()
+                if not self._stopped.is_set():
+                    print(f"pod watch cut short ({e!r}); resuming", file=sys.stderr)
+            if self._stopped.is_set():
+                return
+            time.sleep(0.1)
+            with contextlib.suppress(Exception):
+                self._response = self._open(self._rv)
+
+    def _read(self, response) -> None:
         buffer = b""
-        try:
-            for chunk in self._response.stream(65536):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    event = json.loads(line)
-                    self._on_event(event["type"], event["object"], time.monotonic())
-        except Exception:  # the watch is closed by stop()
-            return
+        for chunk in response.stream(65536):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":  # 410: the events since _rv are gone; start over
+                    print(f"pod watch: {obj.get('message')}; watching afresh", file=sys.stderr)
+                    self._rv = ""
+                    return
+                self._rv = obj["metadata"].get("resourceVersion") or self._rv
+                if event["type"] != "BOOKMARK":
+                    self._on_event(event["type"], obj, time.monotonic())
 
     def stop(self) -> None:
-        self._response.shutdown()  # ends the stream; the connection is not reused
+        self._stopped.set()
+        with contextlib.suppress(RuntimeError):  # a stream that had ended already
+            self._response.shutdown()  # ends the stream; the connection is not reused
 
 
 def cpu_seconds(pid: int) -> float:
