@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 import pytest
+from kubernetes import client as k8s
 
 from darwin_operator.cluster import Cluster
 from tests.e2e.checks import apply, endpoint_ready
@@ -64,6 +65,15 @@ def test_resyncs_of_an_endpoint_at_rest_send_the_api_server_nothing(cluster, nam
         lambda: unchanged_reconciles(operator) >= 1,
         timeout=10 * operator.resync_seconds,
         what="a reconcile skipped as unchanged",
+    )
+    # The API server counts every client's requests: the namespaces earlier tests left must be
+    # gone first (the namespace controller lists and deletes in each while it empties it, and
+    # what it deletes brings Events).
+    core = k8s.CoreV1Api(cluster.api)
+    wait_for(
+        lambda: not [n for n in core.list_namespace().items if n.metadata.deletion_timestamp],
+        timeout=300,
+        what="the namespaces of earlier tests deleted",
     )
     skipped = unchanged_reconciles(operator)
     before = apiserver_requests(cluster)
