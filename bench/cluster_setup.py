@@ -22,7 +22,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ for _root in (REPO / "tests" / "cluster", REPO):
 
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
-from localcluster import Binaries, NodeShape  # noqa: E402
+from localcluster import Binaries, NodeShape, apply_in_parallel  # noqa: E402
 from localcluster import Cluster as LocalCluster  # noqa: E402
 
 from darwin_operator.cluster import Cluster, load_api_client  # noqa: E402
@@ -65,29 +64,14 @@ class BenchCluster:
         return done.stdout
 
     def apply_items(self, namespace: str, items: list[dict], per_list: int = 25) -> None:
-        """Server-side apply of the objects, in Lists of `per_list`, 8 kubectl processes at once:
-        one kubectl sends one request per object, so a few hundred endpoints in one List take
-        minutes to hand over, and the benchmark would time kubectl rather than the operator."""
+        """Server-side apply of the objects in Lists of `per_list`, several kubectl at once, so
+        the benchmark times the operator rather than kubectl handing endpoints over."""
         lists = [
             json.dumps({"apiVersion": "v1", "kind": "List", "items": items[i : i + per_list]})
             for i in range(0, len(items), per_list)
         ]
-        with ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda doc: self.kubectl(
-                        "apply",
-                        "--server-side",
-                        "--force-conflicts",
-                        "-n",
-                        namespace,
-                        "-f",
-                        "-",
-                        input=doc,
-                    ),
-                    lists,
-                )
-            )
+        kubectl = str(Binaries.from_cache().kubectl)
+        apply_in_parallel(kubectl, self.kubeconfig, lists, "-n", namespace)
 
     def apply_crds(self, path: Path, *names: str, timeout: float = 120) -> None:
         """Server-side apply of a CRD file or directory, then wait until each is Established."""

@@ -48,6 +48,7 @@ __all__ = [
     "CACHE",
     "REPO",
     "Binaries",
+    "apply_in_parallel",
     "Cluster",
     "NodeShape",
     "default_dir",
@@ -93,6 +94,22 @@ class Binaries:
 
 
 # --- processes -------------------------------------------------------------------------------
+
+
+def apply_in_parallel(kubectl: str, kubeconfig: str, documents: list[str], *extra: str) -> None:
+    """`kubectl apply --server-side` of each document (a List), APPLIES_AT_ONCE at a time: one
+    kubectl sends one request per object, so 1,000 nodes (or hundreds of endpoints) in one List
+    take minutes."""
+    argv = [kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts"]
+    argv += [*extra, "-f", "-"]
+    with ThreadPoolExecutor(APPLIES_AT_ONCE) as pool:
+        runs = pool.map(
+            lambda doc: subprocess.run(argv, input=doc, text=True, capture_output=True),
+            documents,
+        )
+        for run in runs:
+            if run.returncode:
+                raise SystemExit(f"cluster: kubectl apply failed: {run.stderr.strip()}")
 
 
 class Cluster:
@@ -176,19 +193,7 @@ class Cluster:
         )
 
     def apply_in_parallel(self, documents: list[str]) -> None:
-        """`kubectl apply --server-side` of each document, up to APPLIES_AT_ONCE at a time: one
-        kubectl sends one request per object, so 1,000 nodes in one List take minutes."""
-        kubectl = self.state()["binaries"]["kubectl"]
-        argv = [kubectl, "--kubeconfig", str(self.kubeconfig), "apply", "--server-side"]
-        argv += ["--force-conflicts", "-f", "-"]
-        with ThreadPoolExecutor(APPLIES_AT_ONCE) as pool:
-            runs = pool.map(
-                lambda doc: subprocess.run(argv, input=doc, text=True, capture_output=True),
-                documents,
-            )
-            for run in runs:
-                if run.returncode:
-                    raise SystemExit(f"cluster: kubectl apply failed: {run.stderr.strip()}")
+        apply_in_parallel(self.state()["binaries"]["kubectl"], str(self.kubeconfig), documents)
 
     # --- up / down ---------------------------------------------------------------------------
 
