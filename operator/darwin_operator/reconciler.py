@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,6 +83,20 @@ def _refusals_classified():
         if e.refused:
             raise WriteRejected(f"the API server refused a write ({e.status}): {e.message}") from e
         raise
+
+
+async def _every(calls: Iterable[Awaitable[Any]]) -> None:
+    """Run the calls together and wait for all of them, then raise the first failure: none is
+    left running behind a failed one (asyncio.gather would leave them)."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _settled(task: asyncio.Task[Any] | None) -> None:
+    """Wait for a task to end, whatever its outcome (the caller has a failure to report)."""
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -205,15 +219,33 @@ class Reconciler:
         notes: list[EventNote] = []
         built = _Built(spec, revision, restarted_at or "", stored)
         rejected = ""
+        admission: asyncio.Task[planner.Plan] | None = None
+
+        def admit(admitting: planner.Plan = plan) -> None:
+            # Once the pods it admits exist (_execute calls this as soon as they do): gates are
+            # then lifted while the Services and the budget are still being applied.
+            nonlocal admission
+            if admitting.admissions and admission is None:
+                admission = asyncio.ensure_future(self._admit(ref, spec, admitting, notes))
+
         try:
-            await self._execute(ref, built, plan, notes, now)
-        except SpecRejected as e:
-            await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
-            return Result(), True
-        except WriteRejected as e:
-            rejected = str(e)  # reported below; nothing that exists is touched because of it
-        if plan.admissions:
-            plan = await self._admit(ref, spec, plan, notes)
+            try:
+                await self._execute(ref, built, plan, notes, now, admit)
+            except SpecRejected as e:
+                await _settled(admission)
+                await self._fail(obj, old, Reason.INVALID_SPEC, str(e), now)
+                return Result(), True
+            except WriteRejected as e:
+                rejected = str(e)  # reported below; nothing that exists is touched because of it
+            except Exception:
+                await _settled(admission)  # the worker retries: no admission left behind
+                raise
+            admit()
+            if admission is not None:
+                plan = await admission
+        finally:
+            if admission is not None and not admission.done():  # cancelled: so is admission
+                admission.cancel()
         if staging is not None:
             plan = staged.settle(plan, wplan)
         views = list(plan.groups)
@@ -288,7 +320,10 @@ class Reconciler:
         plan: planner.Plan,
         notes: list[EventNote],
         now: float,
+        pods_exist: Callable[[], None],
     ) -> None:
+        """Do the plan's actions; `pods_exist` is called once the pods of the plan's admissions
+        all exist (or would, had their creation not failed)."""
         ns, spec = ref.namespace, built.spec
 
         async def run(action: planner.Action) -> None:
@@ -341,6 +376,7 @@ class Reconciler:
         # Drains and deletions come after, so the budget counts a drain before it starts. A
         # successor's pods are created once the incarnation it replaces is being deleted (and
         # out of the Service): an index never shows two live incarnations, not even briefly.
+        # Admission starts once the new groups' pods exist, unless successors are to be created.
         first = (planner.ApplyObject, planner.StoreRevision)
         deleted = {a.index for a in plan.actions if isinstance(a, planner.DeleteGroup)}
         successors = [
@@ -349,12 +385,23 @@ class Reconciler:
         new_groups = [
             a for a in plan.actions if isinstance(a, planner.CreateGroup) and a not in successors
         ]
-        with_pods = [a for a in plan.actions if isinstance(a, first) or a in new_groups]
-        others = [a for a in plan.actions if a not in with_pods and a not in successors]
+        alongside = [a for a in plan.actions if isinstance(a, first)]
+        others = [
+            a
+            for a in plan.actions
+            if not isinstance(a, first) and not isinstance(a, planner.CreateGroup)
+        ]
+
+        async def new_groups_then_admission() -> None:
+            await _every(run(a) for a in new_groups)
+            if not successors:
+                pods_exist()
+
         with _refusals_classified():
-            await asyncio.gather(*(run(a) for a in with_pods))
-            await asyncio.gather(*(run(a) for a in others))
-            await asyncio.gather(*(run(a) for a in successors))
+            await _every([*(run(a) for a in alongside), new_groups_then_admission()])
+            await _every(run(a) for a in others)
+            await _every(run(a) for a in successors)
+        pods_exist()
 
     async def _admit(
         self,

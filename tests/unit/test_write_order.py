@@ -50,3 +50,32 @@ def test_a_new_groups_pods_are_created_while_its_services_are_still_being_applie
     assert len(creates) == 2  # 2 groups of one 6-GPU pod (spec_doc's default shape)
     assert min(creates) > 0  # each created while applies were in flight
     assert {"apply Service", "apply PodDisruptionBudget"} <= {k for k, _ in fake.log}
+
+
+class AppliesUntilAdmitted(SlowApplies):
+    """Applies finish only once a gate has been lifted."""
+
+    async def write_pods(self, namespace: str, pod_writes) -> int:
+        pod_writes = list(pod_writes)
+        for write in pod_writes:
+            self.log.append((type(write).__name__, self.applying))
+        if any(isinstance(w, writes.PatchPod) and w.ungate for w in pod_writes):
+            self.release.set()
+        return await FakeCluster.write_pods(self, namespace, pod_writes)
+
+
+def test_new_groups_are_admitted_while_their_services_are_still_being_applied():
+    fake = AppliesUntilAdmitted(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        fake.clock = 1000.0
+        # with admission behind the applies, nothing would release them: the reconcile hangs
+        await asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10)
+
+    asyncio.run(scenario())
+    kinds = [kind for kind, _ in fake.log]
+    ungates = [in_flight for kind, in_flight in fake.log if kind == "PatchPod"]
+    assert len(ungates) == 2 and min(ungates) > 0  # both groups' gates lifted during the applies
+    assert kinds.index("PatchPod") > max(i for i, k in enumerate(kinds) if k == "CreatePod")
+    assert all(not pod["spec"].get("schedulingGates") for pod in fake.pods.values())
