@@ -34,6 +34,7 @@ from tests.e2e.operator_process import OperatorProcess
 from tests.specs import endpoint_manifest
 
 from darwin_operator import vocabulary
+from darwin_operator.vocabulary import parse_time
 
 SHAPE = dict(replicas=2, tp=2, pp=3, pods_per_group=1, ready_after="1s")
 PODS_PER_ENDPOINT = 2
@@ -137,13 +138,30 @@ class ScaleBench(Bench):
         """CPU (share of one core), RSS and API requests per minute over a quiet window."""
         before = self.requests()
         cpu = process.cpu_seconds() if process else 0.0
+        since = time.time()
         started = time.monotonic()
         time.sleep(seconds)
         took = time.monotonic() - started
         after = self.requests()
         rates = {k: (after[k] - before.get(k, 0)) * 60 / took for k in after}
         share = (process.cpu_seconds() - cpu) / took if process else 0.0
-        return share, (rss.last if rss else 0), {k: v for k, v in rates.items() if v > 0}
+        rates = {k: v for k, v in rates.items() if v > 0}
+        return share, (rss.last if rss else 0), rates, self.events_since(since)
+
+    def events_since(self, since: float) -> Counter:
+        """Events created since `since` (wall clock), by who reported them, on what and why:
+        the API server's request counts say how many were posted, not by whom."""
+        counts: Counter = Counter()
+        for event in self.raw.request_sync("GET", "/api/v1/events")["items"]:
+            created = event["metadata"].get("creationTimestamp") or ""
+            if not created or (parse_time(created) or 0) < int(since):
+                continue
+            source = event.get("reportingComponent") or (event.get("source") or {}).get(
+                "component", "?"
+            )
+            kind = (event.get("involvedObject") or {}).get("kind", "?")
+            counts[(source, kind, event.get("reason", "?"))] += 1
+        return counts
 
     def fault(self, ns: str, endpoint: str) -> tuple[float, float]:
         """Delete group 0's leader as a user would; seconds to every pod of a new group 0, and
@@ -216,6 +234,18 @@ def rate_table(with_operator: dict, without: dict, top: int) -> list[str]:
     return lines
 
 
+def event_table(with_operator: Counter, without: Counter) -> list[str]:
+    keys = sorted(with_operator.keys() | without.keys(), key=lambda k: -with_operator[k])
+    if not keys:
+        return []
+    header = f"  {'reported by':<24} {'on':<22} {'reason':<28} {'with':>6} {'without':>7}"
+    return [header] + [
+        f"  {source:<24} {kind:<22} {reason:<28} {with_operator[key]:>6} {without[key]:>7}"
+        for key in keys
+        for source, kind, reason in [key]
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_cluster_arguments(parser, nodes=1000)
@@ -243,12 +273,12 @@ def main() -> int:
         with stopped_at_the_end(process):
             converged = bench.converge(process, rss, ns, args.endpoints)
             time.sleep(2 * RESYNC_SECONDS)  # every endpoint has resynced since
-            idle_cpu, idle_rss, with_operator = bench.idle(process, rss, args.idle_seconds)
+            idle_cpu, idle_rss, with_operator, events = bench.idle(process, rss, args.idle_seconds)
             faults = [
                 bench.fault(ns, f"ep-{i * args.endpoints // args.faults}")
                 for i in range(args.faults)
             ]
-        _, _, without = bench.idle(None, None, args.idle_seconds)
+        _, _, without, events_without = bench.idle(None, None, args.idle_seconds)
         with stopped_at_the_end(process):
             restarted = bench.restart(process, rss, args.endpoints)
         rss.stop()
@@ -275,6 +305,8 @@ def main() -> int:
     )
     print("API requests per minute in that steady state (top 15 by the rate with the operator):")
     print("\n".join(rate_table(with_operator, without, 15)))
+    print("Events created in those windows, by reporter, object kind and reason:")
+    print("\n".join(event_table(events, events_without)) or "  none")
     replaced = [r for r, _ in faults]
     back = [b for _, b in faults]
     print(
