@@ -85,14 +85,20 @@ class Admitter:
         nodes = seen.nodes
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
         room = seen.free_room()  # CPU, memory, ...: shrinks inside admit_in_order
+
+        def free_of(resource: str) -> dict[str, int]:  # computed once per resource and batch
+            if resource not in free:
+                free[resource] = seen.free_gpus(resource)
+            return free[resource]
+
         for resource, demand, chosen in self._in_flight.values():
-            left = free.setdefault(resource, seen.free_gpus(resource))
+            left = free_of(resource)
             for node in chosen:
                 left[node] = left.get(node, 0) - demand.gpus_per_pod
                 capacity.take_room(room, node, demand.room)
         decided: list[tuple[_Request, list[Fit]]] = []
         for request in batch:
-            left = free.setdefault(request.resource, seen.free_gpus(request.resource))
+            left = free_of(request.resource)
             demands = [a.demand for a in request.admissions]
             fits = capacity.admit_in_order(demands, nodes, left, room)
             for admission, fit in zip(request.admissions, fits, strict=True):

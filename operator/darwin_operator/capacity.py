@@ -142,7 +142,7 @@ def _place(
     they do not all fit. Best fit: the fullest node that takes the pod, so whole nodes stay free;
     nodes in `prefer` (where the group ran before: warm caches) before any other."""
     left = dict(pool)
-    room_left = {name: dict(room[name]) for name in pool if name in room} if room else {}
+    room_left = dict(room) if room else {}  # a node's room is copied once a pod is put there
     chosen: list[str] = []
     for _ in range(count):
         candidates = [
@@ -154,11 +154,18 @@ def _place(
             return None
         best = min(candidates, key=lambda name: (name not in prefer, left[name], name))
         left[best] -= size
-        for resource, amount in need:
-            if resource in room_left.get(best, {}):
-                room_left[best][resource] -= amount
+        if best in room_left:
+            room_left[best] = _without(room_left[best], need)
         chosen.append(best)
     return tuple(chosen)
+
+
+def _without(room: Mapping[str, int], need: Iterable[tuple[str, int]]) -> dict[str, int]:
+    left = dict(room)
+    for resource, amount in need:
+        if resource in left:
+            left[resource] -= amount
+    return left
 
 
 def _amount(resource: str, amount: int) -> str:
@@ -281,7 +288,7 @@ def admit_in_order(
 
 
 def take_room(room: dict[str, dict[str, int]] | None, node: str, need) -> None:
-    """Take one pod's requests off a node's room (admission places groups one after another)."""
-    for resource, amount in need if room is not None and node in room else ():
-        if resource in room[node]:
-            room[node][resource] -= amount
+    """Take one pod's requests off a node's room (admission places groups one after another).
+    The node's entry is replaced, not changed: the inner dicts may be shared (ledger.py)."""
+    if room is not None and node in room:
+        room[node] = _without(room[node], need)

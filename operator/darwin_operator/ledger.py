@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from darwin_operator import capacity
-from darwin_operator.observed import ROOM_RESOURCES, NodeInfo, ObservedPod
+from darwin_operator.observed import NodeInfo, ObservedPod
 
 
 class Ledger:
@@ -18,6 +18,8 @@ class Ledger:
         self.nodes: dict[str, NodeInfo] = {}
         self._extended: dict[str, dict[str, int]] = {}  # node -> resource -> held by bound pods
         self._room: dict[str, dict[str, int]] = {}  # node -> ROOM_RESOURCES held
+        self._room_left: dict[str, dict[str, int]] = {}  # node -> allocatable - held; never
+        # changed in place (free_room hands out the inner dicts): replaced on every change
         self._released: dict[Hashable, ObservedPod] = {}  # ungated, not bound yet
         self.version = 0  # counts changes that may change what fits
 
@@ -26,6 +28,7 @@ class Ledger:
             self.nodes.pop(name, None)
         else:
             self.nodes[name] = info
+        self._update_room_left(name)
         self.version += 1
 
     def pod(self, key: Hashable, before: ObservedPod | None, after: ObservedPod | None) -> None:
@@ -47,10 +50,12 @@ class Ledger:
                     self._released.pop(key, None)
             node = pod.placement.node_names[0] if len(pod.placement.node_names) == 1 else ""
             _add(self._room, node, pod.room, sign)
+            self._update_room_left(node)
             return
         if node:
             _add(self._extended, node, pod.extended, sign)
             _add(self._room, node, pod.room, sign)
+            self._update_room_left(node)
 
     def free_gpus(self, resource: str) -> dict[str, int]:
         free = {
@@ -62,15 +67,16 @@ class Ledger:
         return free
 
     def free_room(self) -> dict[str, dict[str, int]]:
-        room: dict[str, dict[str, int]] = {}
-        for name, info in self.nodes.items():
-            held = self._room.get(name, {})
-            room[name] = {
-                r: info.allocatable_of(r) - held.get(r, 0)
-                for r in ROOM_RESOURCES
-                if info.allocatable_of(r)
-            }
-        return room
+        """Each node's room left; change it by replacing entries (capacity.take_room)."""
+        return dict(self._room_left)
+
+    def _update_room_left(self, name: str) -> None:
+        info = self.nodes.get(name)
+        if info is None:
+            self._room_left.pop(name, None)
+            return
+        held = self._room.get(name, {})
+        self._room_left[name] = {r: n - held.get(r, 0) for r, n in info.room.items()}
 
 
 def _add(totals: dict[str, dict[str, int]], node: str, amounts, sign: int) -> None:

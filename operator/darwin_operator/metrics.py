@@ -120,11 +120,16 @@ def set_group_phases(namespace: str, endpoint: str, phases: Mapping[int, str]) -
     """One series per group, for its current phase; series of other phases and of groups that
     are gone are removed."""
     wanted = {(namespace, endpoint, str(index), phase) for index, phase in phases.items()}
-    for labels in _children(GROUP_PHASE, ENDPOINT_LABELS + ("group", "phase"), namespace, endpoint):
-        if labels not in wanted:
-            _remove(GROUP_PHASE, *labels)
+    for labels in _group_phase_series.get((namespace, endpoint), set()) - wanted:
+        _remove(GROUP_PHASE, *labels)
     for labels in wanted:
         GROUP_PHASE.labels(*labels).set(1)
+    _group_phase_series[(namespace, endpoint)] = wanted
+
+
+# The group-phase series set per endpoint: collecting the metric to find them would read every
+# endpoint's series on each reconcile.
+_group_phase_series: dict[tuple[str, str], set[tuple[str, ...]]] = {}
 
 
 def init_recreations(namespace: str, endpoint: str, reasons: Iterable[str]) -> None:
@@ -192,6 +197,7 @@ def _max_of_all(values: Iterable[float | None]) -> float | None:
 
 def forget_endpoint(namespace: str, endpoint: str) -> None:
     """Drop every series of a deleted endpoint, so dashboards do not show ghosts."""
+    _group_phase_series.pop((namespace, endpoint), None)
     for metric, labelnames in _PER_ENDPOINT:
         for labels in _children(metric, labelnames, namespace, endpoint):
             _remove(metric, *labels)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from darwin_operator import vocabulary
@@ -241,12 +242,25 @@ class NodeInfo:
     taints: tuple[Taint, ...] = ()
     allocatable: tuple[tuple[str, int], ...] = ()
 
-    @property
+    # Cached: admission looks at every node's labels and allocatable for each group it places.
+    @cached_property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
 
+    @cached_property
+    def _allocatable_map(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for name, n in self.allocatable:
+            totals[name] = totals.get(name, 0) + n
+        return totals
+
     def allocatable_of(self, resource: str) -> int:
-        return sum(n for name, n in self.allocatable if name == resource)
+        return self._allocatable_map.get(resource, 0)
+
+    @cached_property
+    def room(self) -> dict[str, int]:
+        """The allocatable CPU, memory, ephemeral storage and pod count it reports."""
+        return {r: n for r in ROOM_RESOURCES if (n := self.allocatable_of(r))}
 
 
 @dataclass(frozen=True)
