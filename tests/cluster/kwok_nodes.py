@@ -71,13 +71,22 @@ def node_lists(count: int, shape: NodeShape, per_list: int) -> list[str]:
     ]
 
 
+# Taints the node lifecycle controller puts on a node it has seen not Ready; it lifts them a
+# while after the node is Ready again (at 1,000 nodes, minutes when its API rate is low).
+NODE_CONTROLLER_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
 def ready_node_names(nodes: dict) -> set[str]:
-    """Names of the Ready nodes in a `kubectl get nodes -o json` answer."""
+    """Names of the Ready nodes in a `kubectl get nodes -o json` answer that carry none of the
+    node controller's not-ready taints (which keep pods off them)."""
     return {
         n["metadata"]["name"]
         for n in nodes["items"]
         if any(
             c["type"] == "Ready" and c["status"] == "True"
             for c in n.get("status", {}).get("conditions", [])
+        )
+        and not any(
+            t.get("key") in NODE_CONTROLLER_TAINTS for t in n.get("spec", {}).get("taints") or ()
         )
     }
