@@ -204,7 +204,7 @@ class PodStream:
 
     def stop(self) -> None:
         self._stopped.set()
-        with contextlib.suppress(RuntimeError):  # a stream that had ended already
+        with contextlib.suppress(RuntimeError, OSError):  # a stream that had ended already
             self._response.shutdown()  # ends the stream; the connection is not reused
 
 
