@@ -20,7 +20,7 @@ from darwin_operator import api, metrics, vocabulary, writes
 from darwin_operator.credentials import load_configuration
 from darwin_operator.events import EventNote
 from darwin_operator.logs import endpoint_log
-from darwin_operator.priority_pool import LATER, NORMAL, URGENT, PriorityPool
+from darwin_operator.priority_pool import LATER, NORMAL, SOON, URGENT, PriorityPool
 from darwin_operator.render import held_to
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
 
@@ -334,7 +334,7 @@ class Cluster:
                         body=patch,
                         content_type="application/strategic-merge-patch+json",
                         fine=[404],
-                        priority=URGENT,
+                        priority=SOON,
                     )
                 case writes.PatchPod(name=name):
                     return await self.request(
@@ -383,7 +383,6 @@ class Cluster:
             f"{_ENDPOINTS.format(ns=namespace)}/{name}/status",
             body={"status": status},
             content_type="application/merge-patch+json",
-            priority=LATER,
         )
         if patched is not None:
             self.on_written(api.KIND, patched)

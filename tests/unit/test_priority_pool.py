@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from darwin_operator.priority_pool import LATER, NORMAL, URGENT, PriorityPool
+from darwin_operator.priority_pool import LATER, NORMAL, SOON, URGENT, PriorityPool
 
 
 def test_queued_requests_run_most_urgent_first_and_in_arrival_order_within_a_priority():
@@ -15,10 +15,12 @@ def test_queued_requests_run_most_urgent_first_and_in_arrival_order_within_a_pri
     futures = [
         pool.submit(priority, lambda name=name: ran.append(name))
         for priority, name in [
-            (LATER, "event"),
+            (LATER, "event 1"),
             (NORMAL, "apply"),
+            (SOON, "lift gate"),
             (URGENT, "create pod 1"),
-            (LATER, "status"),
+            (NORMAL, "status"),
+            (LATER, "event 2"),
             (URGENT, "create pod 2"),
         ]
     ]
@@ -26,7 +28,15 @@ def test_queued_requests_run_most_urgent_first_and_in_arrival_order_within_a_pri
     blocker.result(timeout=10)
     for future in futures:
         future.result(timeout=10)
-    assert ran == ["create pod 1", "create pod 2", "apply", "event", "status"]
+    assert ran == [
+        "create pod 1",
+        "create pod 2",
+        "lift gate",
+        "apply",
+        "status",
+        "event 1",
+        "event 2",
+    ]
     pool.shutdown()
 
 
@@ -46,3 +56,19 @@ def test_shutdown_cancels_what_has_not_started_and_errors_reach_the_caller():
     error = failing.submit(URGENT, lambda: 1 / 0).exception(timeout=10)
     assert isinstance(error, ZeroDivisionError)
     failing.shutdown()
+
+
+def test_a_request_waits_while_a_more_urgent_one_is_in_flight_even_with_a_worker_free():
+    pool = PriorityPool(2, "test")
+    gate = threading.Event()
+    ran: list[str] = []
+    first = pool.submit(URGENT, lambda: (gate.wait(), ran.append("create pod 1")))
+    apply = pool.submit(NORMAL, lambda: ran.append("apply"))
+    # the free worker takes the next pod write; the apply waits although it came first
+    pool.submit(URGENT, lambda: ran.append("create pod 2")).result(timeout=10)
+    assert ran == ["create pod 2"]
+    gate.set()
+    first.result(timeout=10)
+    apply.result(timeout=10)
+    assert ran == ["create pod 2", "create pod 1", "apply"]
+    pool.shutdown()
