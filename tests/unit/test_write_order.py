@@ -1,6 +1,6 @@
-"""The order of one reconcile's writes: a new group's pods do not wait for the Services, the
-budget and the stored revision (each endpoint's first pods would otherwise queue behind its
-slowest write)."""
+"""The order of one reconcile's writes: a new group's pods, and then its admission, do not wait
+for the Services, the budget and the stored revision (each endpoint's first pods and gates would
+otherwise queue behind its slowest write)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from tests.unit.fake_cluster import FakeCluster, endpoint_object
 
 
 class SlowApplies(FakeCluster):
-    """Applies finish only when released; every write is logged with what was in flight."""
+    """Applies finish only once a pod write `release_when` picks has been sent; every write is
+    logged with the number of applies in flight."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, release_when, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.release_when = release_when
         self.release = asyncio.Event()
         self.applying = 0
         self.log: list[tuple[str, int]] = []
@@ -31,49 +33,31 @@ class SlowApplies(FakeCluster):
         pod_writes = list(pod_writes)
         for write in pod_writes:
             self.log.append((type(write).__name__, self.applying))
-        if any(isinstance(w, writes.CreatePod) for w in pod_writes):
-            self.release.set()  # the pods went out: the applies may finish
+        if any(self.release_when(w) for w in pod_writes):
+            self.release.set()
         return await super().write_pods(namespace, pod_writes)
 
 
-def test_a_new_groups_pods_are_created_while_its_services_are_still_being_applied():
-    fake = SlowApplies(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+def reconcile_once(release_when) -> SlowApplies:
+    """One reconcile of a new endpoint of 2 groups; had its writes waited for the applies,
+    nothing would release them: the reconcile would hang (a failure after 10 s)."""
+    fake = SlowApplies(release_when, endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
     reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    fake.clock = 1000.0
+    asyncio.run(asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10))
+    return fake
 
-    async def scenario() -> None:
-        fake.clock = 1000.0
-        # with the pods behind the applies, nothing would release them: the reconcile hangs
-        await asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10)
 
-    asyncio.run(scenario())
+def test_a_new_groups_pods_are_created_while_its_services_are_still_being_applied():
+    fake = reconcile_once(lambda write: isinstance(write, writes.CreatePod))
     creates = [in_flight for kind, in_flight in fake.log if kind == "CreatePod"]
     assert len(creates) == 2  # 2 groups of one 6-GPU pod (spec_doc's default shape)
     assert min(creates) > 0  # each created while applies were in flight
     assert {"apply Service", "apply PodDisruptionBudget"} <= {k for k, _ in fake.log}
 
 
-class AppliesUntilAdmitted(SlowApplies):
-    """Applies finish only once a gate has been lifted."""
-
-    async def write_pods(self, namespace: str, pod_writes) -> int:
-        pod_writes = list(pod_writes)
-        for write in pod_writes:
-            self.log.append((type(write).__name__, self.applying))
-        if any(isinstance(w, writes.PatchPod) and w.ungate for w in pod_writes):
-            self.release.set()
-        return await FakeCluster.write_pods(self, namespace, pod_writes)
-
-
 def test_new_groups_are_admitted_while_their_services_are_still_being_applied():
-    fake = AppliesUntilAdmitted(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
-    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        fake.clock = 1000.0
-        # with admission behind the applies, nothing would release them: the reconcile hangs
-        await asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10)
-
-    asyncio.run(scenario())
+    fake = reconcile_once(lambda write: isinstance(write, writes.PatchPod) and write.ungate)
     kinds = [kind for kind, _ in fake.log]
     ungates = [in_flight for kind, in_flight in fake.log if kind == "PatchPod"]
     assert len(ungates) == 2 and min(ungates) > 0  # both groups' gates lifted during the applies
