@@ -240,9 +240,9 @@ def event_table(with_operator: Counter, without: Counter) -> list[str]:
         return []
     header = f"  {'reported by':<24} {'on':<22} {'reason':<28} {'with':>6} {'without':>7}"
     return [header] + [
-        f"  {source:<24} {kind:<22} {reason:<28} {with_operator[key]:>6} {without[key]:>7}"
-        for key in keys
-        for source, kind, reason in [key]
+        f"  {source:<24} {kind:<22} {reason:<28} {with_operator[k]:>6} {without[k]:>7}"
+        for k in keys
+        for source, kind, reason in (k,)
     ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from darwin_operator.observed import ROOM_RESOURCES, NodeInfo, ObservedPod, Placement
+from darwin_operator.observed import NodeInfo, ObservedPod, Placement
 
 Room = Mapping[str, Mapping[str, int]]  # per node: what is left of each ROOM_RESOURCES
 
@@ -110,10 +110,7 @@ def free_room(nodes: Iterable[NodeInfo], pods: Iterable[ObservedPod]) -> dict[st
     """What is left of each node's CPU, memory, ephemeral storage and pod count: allocatable
     minus what bound pods request and what released pods held to the node will. A resource a
     node does not report is not counted (the scheduler has the last word on it)."""
-    room = {
-        n.name: {r: n.allocatable_of(r) for r in ROOM_RESOURCES if n.allocatable_of(r)}
-        for n in nodes
-    }
+    room = {n.name: dict(n.room) for n in nodes}
     for pod in pods:
         if pod.terminal:
             continue
