@@ -12,9 +12,20 @@ from typing import Any
 
 import kopf
 
-from darwin_operator import api, credentials, weights
+from darwin_operator import api, credentials
 
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
+
+
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """No essence: kopf compares essences only for change handlers, and there are none. kopf
+    would otherwise deep-copy every endpoint it is shown, status included, on the event loop."""
+
+    def fetch(self, *, body: kopf.Body) -> None:  # type: ignore[override]
+        return None
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> None:  # type: ignore[override]
+        return None
 
 
 @kopf.on.startup()
@@ -24,7 +35,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Event handlers store no progress; should any handler ever need some, keep it in
     # annotations and out of the endpoint's status, which belongs to the operator.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = NoDiffBase(
         prefix=PROGRESS_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 600
@@ -64,16 +75,10 @@ async def endpoint_event(
         memo.controller.trigger(namespace, name)
 
 
-# Group members, nodes, Services, PDBs and revisions are watched by view.py, which triggers
-# the endpoints a change concerns (and the ones waiting for GPUs when some are freed).
-
-
-@kopf.on.event("", "v1", "pods", labels={weights.LABEL_WEIGHTS: kopf.PRESENT})
-async def staging_pod_event(namespace: str, body: Any, memo: kopf.Memo, **_: Any) -> None:
-    # A staging pod that finishes lets the groups of every endpoint using the copy start.
-    for owner in body.get("metadata", {}).get("ownerReferences") or ():
-        if owner.get("kind") == api.KIND:
-            memo.controller.trigger(namespace, owner["name"])
+# Pods (group members, staging pods), nodes, Services, PDBs and revisions are watched by
+# view.py, which triggers the endpoints a change concerns (and the ones waiting for GPUs when
+# some are freed). kopf watches no pods: its pipeline costs the event loop a few milliseconds
+# per pod event, and the view's watch shows them all already.
 
 
 @kopf.on.probe(id="endpoints")

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from darwin_operator import vocabulary
+from darwin_operator.api import KIND
 from darwin_operator.vocabulary import (
     ANNOTATION_ADMITTED_AT,
     ANNOTATION_BROKEN,
@@ -190,6 +191,8 @@ class ObservedPod:
     extended: tuple[tuple[str, int], ...] = ()
     # what it requests of ROOM_RESOURCES (CPU in millicores), pods: 1 included
     room: tuple[tuple[str, int], ...] = ()
+    # a staging or prune pod (vocabulary.LABEL_WEIGHTS): the endpoints that own it
+    weights_for: tuple[str, ...] = ()
 
     @property
     def bound(self) -> bool:
@@ -421,6 +424,11 @@ def pod_from_api(obj: Mapping[str, Any]) -> ObservedPod:
         placement=_placement(spec),
         extended=_extended_requests(spec),
         room=_room_requests(spec),
+        weights_for=tuple(
+            o.get("name", "") for o in meta.get("ownerReferences") or () if o.get("kind") == KIND
+        )
+        if vocabulary.LABEL_WEIGHTS in labels
+        else (),
     )
 
 

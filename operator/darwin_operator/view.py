@@ -325,6 +325,8 @@ class WatchedView(Sink):
         if kind == "Pod":
             before = None if change.before is None else change.before[1]
             after = None if change.after is None else change.after[1]
+            # a staging pod that finishes lets the groups of every endpoint using its copy start
+            endpoints |= {n for p in (before, after) if p is not None for n in p.weights_for}
             self.ledger.pod(change.key, before, after)
             freed = (
                 before is not None

@@ -28,6 +28,9 @@ LABEL_REVISION = LABEL_PREFIX + "revision"
 LABEL_INCARNATION = LABEL_PREFIX + "incarnation"
 # "true" on leaders that belong behind the client Service; "false" drains a group before deletion.
 LABEL_SERVING = LABEL_PREFIX + "serving"
+# On staging and prune pods (weights.py): the key of the copy they write (a hash of volume,
+# model and revision).
+LABEL_WEIGHTS = LABEL_PREFIX + "weights"
 # Our scheduling gate: a gated pod waits for the operator's gang admission (capacity.py).
 SCHEDULING_GATE = LABEL_PREFIX + "gang"
 

@@ -33,7 +33,6 @@ from darwin_operator.vocabulary import (
 
 ROLE_STAGING = "staging"
 ROLE_PRUNE = "prune"
-LABEL_WEIGHTS = LABEL_PREFIX + "weights"  # the copy's key: hash of volume, model, revision
 ANNOTATION_MODEL = LABEL_PREFIX + "model"
 ANNOTATION_MODEL_REVISION = LABEL_PREFIX + "modelRevision"
 ANNOTATION_VOLUME = LABEL_PREFIX + "volume"

@@ -13,7 +13,7 @@ from typing import Any
 
 from darwin_operator import render, staging, weights
 from darwin_operator.api import DarwinEndpointSpec
-from darwin_operator.vocabulary import LABEL_ROLE
+from darwin_operator.vocabulary import LABEL_ROLE, LABEL_WEIGHTS
 
 # Enough for hf and the checksum pass; no GPU.
 STAGING_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}}
@@ -59,7 +59,7 @@ def _base(
     labels = {
         **spec.pod_metadata.labels,
         LABEL_ROLE: role,
-        weights.LABEL_WEIGHTS: copy.key,
+        LABEL_WEIGHTS: copy.key,
     }
     annotations = {
         **spec.pod_metadata.annotations,

@@ -11,6 +11,7 @@ import copy
 from darwin_operator import render
 from darwin_operator.informer import Source
 from darwin_operator.view import WatchedView, summarize_node, summarize_pod
+from darwin_operator.vocabulary import LABEL_ROLE, LABEL_WEIGHTS
 from tests.unit.fake_cluster import node
 from tests.unit.planner_fixtures import REF, make_spec, revision
 
@@ -127,3 +128,31 @@ def test_heartbeats_of_a_node_change_nothing():
     beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2025-06-15T00:00:10Z"
     view.changed(NODES, False, summarize_node(beat))
     assert triggered == [] and view.capacity_version() == version
+
+
+def staging_pod(rv: str, phase: str) -> dict:
+    owners = [
+        {"apiVersion": "serving.darwin.ai/v1alpha1", "kind": "DarwinEndpoint", "name": n}
+        for n in (REF.name, "adopter")
+    ]
+    return {
+        "metadata": {
+            "name": "weights-abc-kwok-node-0-0",
+            "namespace": REF.namespace,
+            "resourceVersion": rv,
+            "labels": {LABEL_ROLE: "staging", LABEL_WEIGHTS: "abc"},
+            "ownerReferences": owners,
+        },
+        "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "staging"}]},
+        "status": {"phase": phase},
+    }
+
+
+def test_a_staging_pod_wakes_every_endpoint_that_owns_it_until_it_is_done():
+    view, triggered = synced_view()
+    view.changed(PODS, False, summarize_pod(staging_pod("10", "Running")))
+    assert set(triggered) == {(REF.namespace, REF.name), (REF.namespace, "adopter")}
+    triggered.clear()
+    view.changed(PODS, False, summarize_pod(staging_pod("11", "Succeeded")))  # the copy is made
+    assert set(triggered) == {(REF.namespace, REF.name), (REF.namespace, "adopter")}
+    assert pods_of(view) == []  # never a group member
