@@ -132,7 +132,8 @@ def bench_cluster(
     kubeconfig = args.kubeconfig
     if not kubeconfig:
         local = LocalCluster(workdir / "cluster")
-        local.up(args.nodes, NodeShape(), timeout=up_timeout)
+        # No benchmark loses a node on purpose: Kubernetes' default grace (control_plane.py)
+        local.up(args.nodes, NodeShape(), timeout=up_timeout, node_monitor_grace_seconds=50)
         kubeconfig = str(local.kubeconfig)
     try:
         yield BenchCluster(kubeconfig, workdir, local)

@@ -204,6 +204,7 @@ class Cluster:
         timeout: float = 120,
         attempts: int = 2,
         real_nodes: int = 0,
+        node_monitor_grace_seconds: int = 20,
     ) -> None:
         """Start the cluster, or keep the healthy one that is here. A start that fails (a port
         taken between choosing and binding it, a component that exits) is torn down and retried
@@ -235,7 +236,7 @@ class Cluster:
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                self._start(bins, nodes, shape, timeout, real_nodes)
+                self._start(bins, nodes, shape, timeout, real_nodes, node_monitor_grace_seconds)
             except (SystemExit, Exception) as error:
                 kept = self.dir.with_name(f"{self.dir.name}-failed-start-logs")
                 subprocess.run(["rm", "-rf", str(kept)], check=False)
@@ -250,12 +251,19 @@ class Cluster:
             return
 
     def _start(
-        self, bins: Binaries, nodes: int, shape: NodeShape, timeout: float, real_nodes: int
+        self,
+        bins: Binaries,
+        nodes: int,
+        shape: NodeShape,
+        timeout: float,
+        real_nodes: int,
+        node_monitor_grace_seconds: int,
     ) -> None:
         self.logs.mkdir(parents=True)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         state = {
             "ports": {name: free_port() for name in names},
+            "node_monitor_grace_seconds": node_monitor_grace_seconds,
             "binaries": {
                 "etcd": str(bins.etcd),
                 "kube-apiserver": str(bins.apiserver),
@@ -292,6 +300,7 @@ class Cluster:
             state["ports"],
             state.get("apiserver_host", "127.0.0.1"),
             state.get("real_nodes", 0),
+            state.get("node_monitor_grace_seconds", 20),
         )
         self._spawn(state, "etcd", control_plane.etcd(bins.etcd, c))
         wait(lambda: http_ok(f"{c.etcd_url}/health"), 30, "etcd healthy", self.logs / "etcd.log")
