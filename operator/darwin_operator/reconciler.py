@@ -598,7 +598,7 @@ class Controller:
         reconcile: Callable[[str, str], Awaitable[Result]],
         *,
         resync_seconds: float = 30.0,
-        debounce_seconds: float = 0.05,
+        debounce_seconds: float = 0.02,
         error_backoff: tuple[float, ...] = (1, 2, 5, 10, 30),
     ) -> None:
         self._reconcile = reconcile
