@@ -140,6 +140,7 @@ class Reconciler:
         # A reconcile whose inputs did not change is skipped, but not for longer than this.
         self.recheck_seconds = recheck_seconds
         self._quiet: dict[tuple[str, str], _Quiet] = {}
+        self._posting: set[asyncio.Future[Any]] = set()  # Events still being posted
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         started = time.monotonic()
@@ -272,7 +273,7 @@ class Reconciler:
             await self.cluster.patch_status(namespace, name, status.to_wire(new))
             wrote = True
         notes.extend(status.transitions(old, new, now))
-        await asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
+        self._post_events(obj, notes, now)
         _record_metrics(namespace, name, spec, revision, observed, views, old, new, now)
         if rejected:
             raise WriteRejected(rejected)  # the worker retries with its error backoff
@@ -285,6 +286,25 @@ class Reconciler:
             requeue = min([requeue, *ahead] if requeue is not None else ahead, default=None)
         result = Result(requeue_after=requeue, waiting_for_capacity=waiting)
         return result, wrote or bool(notes) or observed.secret_missing
+
+    def _post_events(self, obj: dict[str, Any], notes: list[EventNote], now: float) -> None:
+        """Events are best effort and go last in the API pool: the endpoint's next reconcile
+        does not wait for them (a rollout step would, for each step's Events)."""
+        if not notes:
+            return
+        posting = asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
+        self._posting.add(posting)
+        posting.add_done_callback(self._posted)
+
+    def _posted(self, posting: asyncio.Future[Any]) -> None:
+        self._posting.discard(posting)
+        if not posting.cancelled() and posting.exception() is not None:
+            log.warning("could not post events: %s", posting.exception())
+
+    async def events_posted(self) -> None:
+        """Once the Events of every reconcile so far are posted (or failed)."""
+        while self._posting:
+            await asyncio.gather(*self._posting, return_exceptions=True)
 
     async def _observe(
         self, ref: render.EndpointRef, spec: api.DarwinEndpointSpec

@@ -60,6 +60,7 @@ def run_everything(name: str) -> FakeCluster:
         await controller.stop()
         fake.apply_error = ApiError(422, "Invalid", 'Service "x" is invalid: spec.ports')
         await reconciler.reconcile("llm", name)
+        await reconciler.events_posted()
 
     root = logging.getLogger()
     level = root.level

@@ -68,9 +68,14 @@ def test_resyncs_at_rest_are_skipped_until_something_they_read_changes():
     now = [1000.0]
     reconciler = Reconciler(cluster, clock=lambda: now[0], view=cluster.view)  # type: ignore[arg-type]
 
+    async def reconcile_and_post():
+        result = await reconciler.reconcile("ns", "at-rest")
+        await reconciler.events_posted()  # before asyncio.run ends (and cancels them)
+        return result
+
     def reconcile():
         now[0] += 3
-        return asyncio.run(reconciler.reconcile("ns", "at-rest"))
+        return asyncio.run(reconcile_and_post())
 
     def counted(result: str) -> float:
         return metrics.RECONCILE_TOTAL.labels(result)._value.get()

@@ -1,6 +1,6 @@
 """The order of one reconcile's writes: a new group's pods, and then its admission, do not wait
 for the Services, the budget and the stored revision (each endpoint's first pods and gates would
-otherwise queue behind its slowest write)."""
+otherwise queue behind its slowest write); the reconcile does not wait for its Events."""
 
 from __future__ import annotations
 
@@ -63,3 +63,32 @@ def test_new_groups_are_admitted_while_their_services_are_still_being_applied():
     assert len(ungates) == 2 and min(ungates) > 0  # both groups' gates lifted during the applies
     assert kinds.index("PatchPod") > max(i for i, k in enumerate(kinds) if k == "CreatePod")
     assert all(not pod["spec"].get("schedulingGates") for pod in fake.pods.values())
+
+
+class HeldEvents(FakeCluster):
+    """Events are posted only once `release` is set."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+
+    async def post_event(self, endpoint, note, now: float) -> None:
+        await self.release.wait()
+        await super().post_event(endpoint, note, now)
+
+
+def test_a_reconcile_does_not_wait_for_its_events():
+    # Events go last in the API pool; waiting for them would hold up the endpoint's next
+    # reconcile (the next rollout step) behind every other write of the operator.
+    fake = HeldEvents(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    fake.clock = 1000.0
+
+    async def scenario() -> None:
+        await asyncio.wait_for(reconciler.reconcile("llm", "darwin-398b"), timeout=10)
+        assert fake.endpoint["status"]["groups"] and fake.events == []
+        fake.release.set()
+        await asyncio.wait_for(reconciler.events_posted(), timeout=10)
+        assert any("created" in e for e in fake.events)
+
+    asyncio.run(scenario())
