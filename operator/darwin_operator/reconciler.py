@@ -292,14 +292,16 @@ class Reconciler:
         does not wait for them (a rollout step would, for each step's Events)."""
         if not notes:
             return
+        meta = obj["metadata"]
         posting = asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
         self._posting.add(posting)
-        posting.add_done_callback(self._posted)
+        posting.add_done_callback(lambda done: self._posted(done, meta["namespace"], meta["name"]))
 
-    def _posted(self, posting: asyncio.Future[Any]) -> None:
+    def _posted(self, posting: asyncio.Future[Any], namespace: str, name: str) -> None:
         self._posting.discard(posting)
-        if not posting.cancelled() and posting.exception() is not None:
-            log.warning("could not post events: %s", posting.exception())
+        error = None if posting.cancelled() else posting.exception()
+        if error is not None and not isinstance(error, asyncio.CancelledError):  # not stopping
+            endpoint_log(log, namespace, name).warning("could not post events: %s", error)
 
     async def events_posted(self) -> None:
         """Once the Events of every reconcile so far are posted (or failed)."""

@@ -92,3 +92,22 @@ def test_a_reconcile_does_not_wait_for_its_events():
         assert any("created" in e for e in fake.events)
 
     asyncio.run(scenario())
+
+
+class BrokenEvents(FakeCluster):
+    async def post_event(self, endpoint, note, now: float) -> None:
+        raise OSError("connection reset")
+
+
+def test_an_event_that_cannot_be_posted_is_logged_and_fails_nothing(caplog):
+    fake = BrokenEvents(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    fake.clock = 1000.0
+
+    async def scenario() -> None:
+        await reconciler.reconcile("llm", "darwin-398b")
+        await reconciler.events_posted()
+
+    asyncio.run(scenario())
+    assert fake.endpoint["status"]["groups"]
+    assert "could not post events: connection reset" in caplog.text
