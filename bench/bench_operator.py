@@ -87,6 +87,16 @@ class PodWatch:
         with self._lock:
             return len(self._gated), sum(self._gated.values())
 
+    def creation_rate(self, expected: int, timeout: float) -> float | None:
+        """Pods per second from the first pod seen to the last, once `expected` pods were seen;
+        None if they were not within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.counts()[0] < expected:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        return (expected - 1) / (self.last_created - self.first_created)
+
     def stop(self) -> None:
         self._stream.stop()
 
@@ -196,11 +206,8 @@ class Bench:
         ).start()
         with stopped_at_the_end(process):
             before = apiserver_requests(self.raw)
-            deadline = time.monotonic() + 300
-            while watch.counts()[0] < expected:
-                assert time.monotonic() < deadline, process.log()
-                time.sleep(0.1)
-            rate = (expected - 1) / (watch.last_created - watch.first_created)
+            rate = watch.creation_rate(expected, timeout=300)
+            assert rate is not None, process.log()
             after = apiserver_requests(self.raw)
             watch.stop()
         self.drop_namespace(ns)
@@ -236,11 +243,8 @@ class Bench:
                     bodies,
                 )
             )
-        deadline = time.monotonic() + 60
-        while watch.counts()[0] < len(bodies):
-            assert time.monotonic() < deadline, f"the watch saw {watch.counts()[0]} pods"
-            time.sleep(0.05)
-        rate = (len(bodies) - 1) / (watch.last_created - watch.first_created)
+        rate = watch.creation_rate(len(bodies), timeout=60)
+        assert rate is not None, f"the watch saw {watch.counts()[0]} of {len(bodies)} pods"
         watch.stop()
         self.drop_namespace(ns)
         return rate

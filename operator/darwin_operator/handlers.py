@@ -17,7 +17,7 @@ from darwin_operator import api, credentials
 PROGRESS_PREFIX = "operator.serving.darwin.ai"
 
 
-class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+class NoDiffBase(kopf.DiffBaseStorage):
     """No essence: kopf compares essences only for change handlers, and there are none. kopf
     would otherwise deep-copy every endpoint it is shown, status included, on the event loop."""
 
@@ -27,6 +27,9 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> None:  # type: ignore[override]
         return None
 
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pass  # kopf stores one only after a change handler
+
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -35,9 +38,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Event handlers store no progress; should any handler ever need some, keep it in
     # annotations and out of the endpoint's status, which belongs to the operator.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = NoDiffBase(
-        prefix=PROGRESS_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 600
 
 
