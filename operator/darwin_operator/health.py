@@ -140,7 +140,13 @@ def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | N
         if pod.deleting and not pod.marked_deleted:
             if pod.disruption:
                 return Finding(Fault.EVICTED, f"pod {pod.name} evicted: {pod.disruption}")
-            return Finding(Fault.MEMBER_DELETED, f"pod {pod.name} deleted by another client")
+            # Named by rank, as a rank already gone is: the finding must read the same whether
+            # the reconcile ran before the pod's removal or after it.
+            who = "a member" if pod.rank is None else f"rank {pod.rank}"
+            return Finding(
+                Fault.MEMBER_DELETED,
+                f"{who} deleted by another client (pod {pod.name}, terminating)",
+            )
     missing = sorted(set(range(pods_per_group)) - group.ranks())
     if missing:
         ranks = ", ".join(str(r) for r in missing)

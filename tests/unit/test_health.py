@@ -87,7 +87,7 @@ BROKEN_CASES = {
     "a member deleted by someone else, still terminating": (
         with_pod(ready3(), 1, deleting=True),
         Fault.MEMBER_DELETED,
-        "pod darwin-398b-0-1 deleted by another client",
+        "rank 1 deleted by another client (pod darwin-398b-0-1, terminating)",
     ),
     "a member evicted through the Eviction API": (
         with_pod(ready3(), 1, deleting=True, disruption="EvictionByEvictionAPI: drain"),
