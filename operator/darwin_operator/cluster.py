@@ -19,7 +19,6 @@ import kubernetes.client
 from darwin_operator import api, metrics, vocabulary, writes
 from darwin_operator.credentials import load_configuration
 from darwin_operator.events import EventNote
-from darwin_operator.logs import endpoint_log
 from darwin_operator.priority_pool import LATER, NORMAL, SOON, URGENT, PriorityPool
 from darwin_operator.render import held_to
 from darwin_operator.vocabulary import SCHEDULING_GATE, format_time
@@ -411,17 +410,9 @@ class Cluster:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        try:
-            await self.request(
-                "POST",
-                f"/api/v1/namespaces/{meta['namespace']}/events",
-                body=event,
-                priority=LATER,
-            )
-        except ApiError as e:  # an event is best effort; never fail a reconcile over it
-            endpoint_log(log, meta["namespace"], meta["name"]).warning(
-                "could not post event %s: %s", note.reason.value, e
-            )
+        await self.request(
+            "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event, priority=LATER
+        )
 
     async def request_restart(self, namespace: str, name: str, now: float) -> None:
         """Ask for a rolling restart: a new restartedAt annotation changes the revision."""

@@ -292,16 +292,19 @@ class Reconciler:
         does not wait for them (a rollout step would, for each step's Events)."""
         if not notes:
             return
-        meta = obj["metadata"]
-        posting = asyncio.gather(*(self.cluster.post_event(obj, note, now) for note in notes))
+        posting = asyncio.gather(*(self._post_event(obj, note, now) for note in notes))
         self._posting.add(posting)
-        posting.add_done_callback(lambda done: self._posted(done, meta["namespace"], meta["name"]))
+        posting.add_done_callback(self._posting.discard)
 
-    def _posted(self, posting: asyncio.Future[Any], namespace: str, name: str) -> None:
-        self._posting.discard(posting)
-        error = None if posting.cancelled() else posting.exception()
-        if error is not None and not isinstance(error, asyncio.CancelledError):  # not stopping
-            endpoint_log(log, namespace, name).warning("could not post events: %s", error)
+    async def _post_event(self, obj: dict[str, Any], note: EventNote, now: float) -> None:
+        """Post one Event; a failure is logged with the endpoint and fails nothing."""
+        try:
+            await self.cluster.post_event(obj, note, now)
+        except Exception as error:  # an operator that stops cancels these: not logged
+            meta = obj["metadata"]
+            endpoint_log(log, meta["namespace"], meta["name"]).warning(
+                "could not post events: %s (%s)", error, note.reason.value
+            )
 
     async def events_posted(self) -> None:
         """Once the Events of every reconcile so far are posted (or failed)."""
@@ -473,8 +476,7 @@ class Reconciler:
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
         metrics.set_endpoint_phase(meta["namespace"], meta["name"], new.phase)
-        for note in status.transitions(old, new):
-            await self.cluster.post_event(obj, note, now)
+        self._post_events(obj, list(status.transitions(old, new)), now)
 
 
 def _describe(action: planner.Action) -> str:
