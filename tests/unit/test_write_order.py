@@ -99,8 +99,9 @@ class BrokenEvents(FakeCluster):
         raise OSError("connection reset")
 
 
-def test_an_event_that_cannot_be_posted_is_logged_and_fails_nothing(caplog):
-    fake = BrokenEvents(endpoint_object("darwin-398b", "llm", spec_doc(replicas=2)))
+def reconcile_with_broken_events(spec: dict) -> BrokenEvents:
+    """One reconcile of an endpoint whose every Event fails, and its Events' attempts."""
+    fake = BrokenEvents(endpoint_object("darwin-398b", "llm", spec))
     reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
     fake.clock = 1000.0
 
@@ -109,22 +110,18 @@ def test_an_event_that_cannot_be_posted_is_logged_and_fails_nothing(caplog):
         await reconciler.events_posted()
 
     asyncio.run(scenario())
+    return fake
+
+
+def test_an_event_that_cannot_be_posted_is_logged_and_fails_nothing(caplog):
+    fake = reconcile_with_broken_events(spec_doc(replicas=2))
     assert fake.endpoint["status"]["groups"]
     assert "could not post events: connection reset" in caplog.text
 
 
 def test_an_invalid_spec_is_reported_when_its_event_cannot_be_posted(caplog):
     # The Degraded condition is the report that must land; its Event is best effort.
-    doc = spec_doc(engine={"extraArgs": ["--port", "9000"]})
-    fake = BrokenEvents(endpoint_object("darwin-398b", "llm", doc))
-    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
-    fake.clock = 1000.0
-
-    async def scenario() -> None:
-        await reconciler.reconcile("llm", "darwin-398b")
-        await reconciler.events_posted()
-
-    asyncio.run(scenario())
+    fake = reconcile_with_broken_events(spec_doc(engine={"extraArgs": ["--port", "9000"]}))
     degraded = [c for c in fake.endpoint["status"]["conditions"] if c["type"] == "Degraded"]
     assert degraded[0]["reason"] == "InvalidSpec" and degraded[0]["status"] == "True"
     assert "could not post events: connection reset (InvalidSpec)" in caplog.text
