@@ -476,7 +476,7 @@ class Reconciler:
         if status.changed(obj.get("status"), new):
             await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
         metrics.set_endpoint_phase(meta["namespace"], meta["name"], new.phase)
-        self._post_events(obj, list(status.transitions(old, new)), now)
+        self._post_events(obj, status.transitions(old, new), now)
 
 
 def _describe(action: planner.Action) -> str:

@@ -8,6 +8,7 @@ import asyncio
 
 from darwin_operator import writes
 from darwin_operator.reconciler import Reconciler
+from darwin_operator.vocabulary import find_condition
 from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
 
@@ -122,6 +123,6 @@ def test_an_event_that_cannot_be_posted_is_logged_and_fails_nothing(caplog):
 def test_an_invalid_spec_is_reported_when_its_event_cannot_be_posted(caplog):
     # The Degraded condition is the report that must land; its Event is best effort.
     fake = reconcile_with_broken_events(spec_doc(engine={"extraArgs": ["--port", "9000"]}))
-    degraded = [c for c in fake.endpoint["status"]["conditions"] if c["type"] == "Degraded"]
-    assert degraded[0]["reason"] == "InvalidSpec" and degraded[0]["status"] == "True"
+    degraded = find_condition(fake.endpoint["status"]["conditions"], "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and degraded["status"] == "True"
     assert "could not post events: connection reset (InvalidSpec)" in caplog.text
