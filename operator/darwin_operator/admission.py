@@ -9,20 +9,26 @@ previous one lifted its gates. This keeps admission cheap when many endpoints st
 
 Only the decisions hold the lock, not the writes that lift the gates: a batch's groups are
 reserved (their GPUs and room on the nodes chosen) until their writes have landed in the view,
-so the next batch decides while they are in flight and still never counts the same GPUs.
+so the next batch decides while they are in flight and still never counts the same GPUs. The
+write that lets an admitted group go is the gates' lift, or, for a group admitted before its
+pods exist (a rollout's or a recreation's successor, reconciler.py), the pods' creation.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from darwin_operator import capacity, render, writes
 from darwin_operator.capacity import Fit, GroupDemand
 from darwin_operator.cluster import Cluster
 from darwin_operator.planner import Admission
 from darwin_operator.view import ListedView, WatchedView
+
+# Lets an admitted group go on the nodes admission chose (the fit's), e.g. lifts its gates.
+Release = Callable[[Admission, Fit], Awaitable[Any]]
 
 
 @dataclass
@@ -31,6 +37,7 @@ class _Request:
     resource: str
     admissions: tuple[Admission, ...]
     result: asyncio.Future[list[Fit]]
+    release: Release
     decided: bool = False  # by a batch, whose caller lifts the gates (the result comes after)
 
 
@@ -51,11 +58,18 @@ class Admitter:
         self._in_flight: dict[tuple[int, int], tuple[str, GroupDemand, tuple[str, ...]]] = {}
 
     async def admit(
-        self, ref: render.EndpointRef, resource: str, admissions: tuple[Admission, ...]
+        self,
+        ref: render.EndpointRef,
+        resource: str,
+        admissions: tuple[Admission, ...],
+        release: Release | None = None,
     ) -> list[Fit]:
         """Whether each group fits (index order; the first that does not stops the rest); the
-        gates of the groups that fit are lifted before this returns."""
-        request = _Request(ref, resource, admissions, asyncio.get_running_loop().create_future())
+        groups that fit are let go before this returns: by `release`, else their gates are
+        lifted (lift_gates)."""
+        future = asyncio.get_running_loop().create_future()
+        release = release or (lambda admission, fit: self.lift_gates(ref, admission, fit))
+        request = _Request(ref, resource, admissions, future, release)
         self._pending.append(request)
         batch: list[_Request] = []
         try:
@@ -72,6 +86,10 @@ class Admitter:
                 if not other.result.done():
                     other.result.set_exception(RuntimeError("admission interrupted; retried"))
         return await request.result
+
+    async def lift_gates(self, ref: render.EndpointRef, admission: Admission, fit: Fit) -> None:
+        pods = writes.ungate(admission.pods, self.clock(), fit.nodes)
+        await self.cluster.write_pods(ref.namespace, pods)
 
     async def _decide(self, batch: list[_Request]) -> list[tuple[_Request, list[Fit]]]:
         for request in batch:
@@ -112,23 +130,15 @@ class Admitter:
         return decided
 
     async def _release(self, request: _Request, fits: list[Fit]) -> None:
-        """Lift the gates of the request's groups that fit, holding their place until the
-        writes are in the view (write_pods hands it what they return before it returns)."""
-        now = self.clock()
+        """Let the request's groups that fit go, holding their place until the writes are in
+        the view (write_pods hands it what they return before it returns)."""
         admitted = [
             (admission, fit)
             for admission, fit in zip(request.admissions, fits, strict=True)
             if fit.fits
         ]
         try:
-            await asyncio.gather(
-                *(
-                    self.cluster.write_pods(
-                        request.ref.namespace, writes.ungate(admission.pods, now, fit.nodes)
-                    )
-                    for admission, fit in admitted
-                )
-            )
+            await asyncio.gather(*(request.release(admission, fit) for admission, fit in admitted))
         except Exception as error:
             request.result.set_exception(error)
         else:

@@ -346,11 +346,16 @@ class Cluster:
                     )
             raise TypeError(write)
 
-        done = await asyncio.gather(*(send(w) for w in pod_writes))
+        # Every write is answered before the first failure is raised: a caller undoing a
+        # write that failed part way (reconciler._create_admitted) must not race the rest.
+        answers = await asyncio.gather(*(send(w) for w in pod_writes), return_exceptions=True)
+        done = [a for a in answers if a is not None and not isinstance(a, BaseException)]
         for obj in done:
-            if obj is not None:
-                self.on_written("Pod", obj)
-        return sum(1 for d in done if d is not None)
+            self.on_written("Pod", obj)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return len(done)
 
     async def store_revision(self, obj: Mapping[str, Any]) -> None:
         """Create a ControllerRevision; one that exists already is left as it is (immutable)."""

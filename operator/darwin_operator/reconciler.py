@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from darwin_operator import (
     api,
+    capacity,
     metrics,
     planner,
     render,
@@ -27,7 +28,7 @@ from darwin_operator import (
     validation,
     writes,
 )
-from darwin_operator.admission import Admitter
+from darwin_operator.admission import Admitter, Release
 from darwin_operator.cluster import ApiError, Cluster
 from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
@@ -222,12 +223,13 @@ class Reconciler:
         rejected = ""
         admission: asyncio.Task[planner.Plan] | None = None
 
-        def admit(admitting: planner.Plan = plan) -> None:
+        def admit(release: Release | None = None) -> asyncio.Task[planner.Plan] | None:
             # Once the pods it admits exist (_execute calls this as soon as they do): gates are
             # then lifted while the Services and the budget are still being applied.
             nonlocal admission
-            if admitting.admissions and admission is None:
-                admission = asyncio.ensure_future(self._admit(ref, spec, admitting, notes))
+            if plan.admissions and admission is None:
+                admission = asyncio.ensure_future(self._admit(ref, spec, plan, notes, release))
+            return admission
 
         try:
             try:
@@ -345,13 +347,14 @@ class Reconciler:
         plan: planner.Plan,
         notes: list[EventNote],
         now: float,
-        pods_exist: Callable[[], None],
+        admit: Callable[[Release | None], asyncio.Task[planner.Plan] | None],
     ) -> None:
-        """Do the plan's actions; `pods_exist` is called once the pods of the plan's admissions
-        all exist (or would, had their creation not failed)."""
+        """Do the plan's actions. `admit` starts the admission of the plan's gated groups, once
+        their pods all exist (or would, had their creation not failed), or, when successors are
+        to be created, before: those are created admitted, or gated if they do not fit."""
         ns, spec = ref.namespace, built.spec
 
-        async def run(action: planner.Action) -> None:
+        async def run(action: planner.Action, held: Mapping[str, str] | None = None) -> None:
             endpoint_log(log, ns, ref.name).info("%s", _describe(action))
             match action:
                 case planner.ApplyObject(body=body):
@@ -366,12 +369,14 @@ class Reconciler:
             # A drain is timed from its write, not from the start of the reconcile.
             at = self.clock() if isinstance(action, planner.DrainGroup) else now
             pod_writes = writes.of(action, ref, spec, built.revision, at, built.stored)
+            if held is not None:  # admitted before it exists: created with its gates lifted
+                pod_writes = writes.created_admitted(pod_writes, at, held)
             done = await self.cluster.write_pods(ns, pod_writes.first)
             if pod_writes.last:
                 done = await self.cluster.write_pods(ns, pod_writes.last)
             match action:
                 case planner.CreateGroup(index=index, gated=gated) if done:
-                    how = "gated" if gated else "ungated"
+                    how = "admitted" if held is not None else "gated" if gated else "ungated"
                     notes.append(
                         EventNote(
                             NORMAL,
@@ -401,7 +406,9 @@ class Reconciler:
         # Drains and deletions come after, so the budget counts a drain before it starts. A
         # successor's pods are created once the incarnation it replaces is being deleted (and
         # out of the Service): an index never shows two live incarnations, not even briefly.
-        # Admission starts once the new groups' pods exist, unless successors are to be created.
+        # Admission starts once the new groups' pods exist, unless successors are to be created:
+        # then it is asked first, and a successor that fits is created with its gates lifted
+        # (the write that lifts them would be one more round trip on every rollout step).
         first = (planner.ApplyObject, planner.StoreRevision)
         deleted = {a.index for a in plan.actions if isinstance(a, planner.DeleteGroup)}
         successors = [
@@ -420,13 +427,47 @@ class Reconciler:
         async def new_groups_then_admission() -> None:
             await _every(run(a) for a in new_groups)
             if not successors:
-                pods_exist()
+                admit(None)
+
+        async def successors_admitted_first() -> None:
+            waiting = {a.index: a for a in successors if a.gated}
+            failures: list[Exception] = []
+
+            async def release(admission: planner.Admission, fit: capacity.Fit) -> None:
+                successor = waiting.pop(admission.index, None)
+                if successor is None:  # a group whose pods exist
+                    return await self.admitter.lift_gates(ref, admission, fit)
+                try:
+                    await run(successor, dict(zip(admission.pods, fit.nodes, strict=True)))
+                except Exception as e:  # reported with the creations below, not as admission's
+                    failures.append(e)
+                    await self._undo_creation(ref, admission)
+
+            admission = admit(release) if waiting else None
+            if admission is not None:
+                try:
+                    await admission
+                except Exception as e:  # the successors not admitted are still created, gated
+                    failures.append(e)
+            await _every(run(a) for a in successors if a.index in waiting or not a.gated)
+            if failures:
+                raise failures[0]
 
         with _refusals_classified():
             await _every([*(run(a) for a in alongside), new_groups_then_admission()])
             await _every(run(a) for a in others)
-            await _every(run(a) for a in successors)
-        pods_exist()
+            await successors_admitted_first()
+        admit(None)
+
+    async def _undo_creation(self, ref: render.EndpointRef, admission: planner.Admission) -> None:
+        """An admitted group whose creation failed part way goes again, whole: its pods were
+        let go on creation, and a group is never left half placed."""
+        endpoint_log(log, ref.namespace, ref.name).warning(
+            "group %d: creation failed part way; deleting what was created", admission.index
+        )
+        undo = writes.deletion(admission.pods, admission.pods[0], DeleteReason.INCOMPLETE)
+        await self.cluster.write_pods(ref.namespace, undo.first)
+        await self.cluster.write_pods(ref.namespace, undo.last)
 
     async def _admit(
         self,
@@ -434,10 +475,12 @@ class Reconciler:
         spec: api.DarwinEndpointSpec,
         plan: planner.Plan,
         notes: list[EventNote],
+        release: Release | None,
     ) -> planner.Plan:
-        """Ask for the plan's admissions (gates are lifted for those that fit) and finish the
-        plan with the answers (its last stage)."""
-        fits = await self.admitter.admit(ref, spec.placement.gpu_resource, plan.admissions)
+        """Ask for the plan's admissions (those that fit are let go: admission.py) and finish
+        the plan with the answers (its last stage)."""
+        resource = spec.placement.gpu_resource
+        fits = await self.admitter.admit(ref, resource, plan.admissions, release)
         for admission, fit in zip(plan.admissions, fits, strict=True):
             endpoint_log(log, ref.namespace, ref.name).log(
                 logging.INFO if fit.fits else logging.DEBUG,  # waiting repeats every resync

@@ -19,6 +19,7 @@ from darwin_operator.vocabulary import (
     ANNOTATION_DELETE_REASON,
     ANNOTATION_DRAIN_STARTED_AT,
     LABEL_SERVING,
+    DeleteReason,
     format_time,
 )
 
@@ -77,6 +78,29 @@ def ungate(pods: Iterable[str], now: float, nodes: Sequence[str] = ()) -> tuple[
     )
 
 
+def created_admitted(create: Writes, now: float, nodes: Mapping[str, str]) -> Writes:
+    """A group's creation once admission has placed it (`nodes`: pod name -> node): each pod
+    is created with our gate already lifted, held to its node and stamped as `ungate` does, so
+    the scheduler sees the group at once and no second write is needed. A pod admission did
+    not place is a caller's mistake: nothing of the group may be let go half placed."""
+    stamp = format_time(now)
+    out = []
+    for write in create.first:
+        if not isinstance(write, CreatePod) or write.name not in nodes:
+            raise ValueError(f"{write} is not one of the admitted pods {sorted(nodes)}")
+        meta, spec = write.body["metadata"], write.body["spec"]
+        affinity = {**spec.get("affinity", {}), **render.held_to(nodes[write.name])}
+        released = {k: v for k, v in spec.items() if k != "schedulingGates"}  # only ours
+        annotations = {**meta.get("annotations", {}), ANNOTATION_ADMITTED_AT: stamp}
+        body = {
+            **write.body,
+            "metadata": {**meta, "annotations": annotations},
+            "spec": {**released, "affinity": affinity},
+        }
+        out.append(CreatePod(write.name, body))
+    return Writes(tuple(out), create.last)
+
+
 def serving(pod: str, value: bool, now: float) -> PatchPod:
     """Move a leader in or out of the client Service. The drain start is kept on the pod to the
     millisecond (drainSeconds is a guarantee: no second may be lost to rounding)."""
@@ -115,14 +139,17 @@ def of(
                 tuple(PatchPod(p, annotations=((ANNOTATION_BROKEN, mark),)) for p in pods)
             )
         case planner.DeleteGroup(reason=reason, pods=pods, leader=leader):
-            # The stamp also takes the leader out of the client Service: from the first write
-            # on, the group is leaving (observed.incarnations_from_pods) and serves no more.
-            stamp = ((ANNOTATION_DELETE_REASON, reason.value),)
-            out = ((LABEL_SERVING, "false"),)
-            return Writes(
-                tuple(
-                    PatchPod(p, labels=out if p == leader else (), annotations=stamp) for p in pods
-                ),
-                tuple(DeletePod(p) for p in pods),
-            )
+            return deletion(pods, leader, reason)
     return Writes()
+
+
+def deletion(pods: Sequence[str], leader: str, reason: DeleteReason) -> Writes:
+    """Every pod stamped with the reason, then deleted. The stamp also takes the leader out of
+    the client Service: from the first write on, the group is leaving
+    (observed.incarnations_from_pods) and serves no more."""
+    stamp = ((ANNOTATION_DELETE_REASON, reason.value),)
+    out = ((LABEL_SERVING, "false"),)
+    return Writes(
+        tuple(PatchPod(p, labels=out if p == leader else (), annotations=stamp) for p in pods),
+        tuple(DeletePod(p) for p in pods),
+    )

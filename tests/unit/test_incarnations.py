@@ -7,11 +7,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import pytest
+
 from darwin_operator import render, writes
+from darwin_operator.cluster import ApiError
 from darwin_operator.observed import pod_from_api
 from darwin_operator.planner import CreateGroup, DeleteGroup, DrainGroup
-from darwin_operator.reconciler import Reconciler
-from darwin_operator.vocabulary import ANNOTATION_DELETE_REASON, LABEL_INCARNATION
+from darwin_operator.reconciler import Reconciler, WriteRejected
+from darwin_operator.vocabulary import (
+    ANNOTATION_ADMITTED_AT,
+    ANNOTATION_DELETE_REASON,
+    LABEL_INCARNATION,
+    find_condition,
+    format_time,
+)
 from tests.specs import spec_doc
 from tests.unit.fake_cluster import FakeCluster, endpoint_object
 from tests.unit.planner_fixtures import REF, group_pods, make_plan, make_spec, observe
@@ -138,3 +147,93 @@ def test_groups_of_an_operator_before_incarnations_are_adopted_then_rolled_in_tu
     assert delete.index == 1 and delete.pods == ("darwin-398b-1-0",)
     assert create == CreateGroup(1, gated=True, incarnation=1)
     assert not any(isinstance(a, DrainGroup) for a in plan.actions)
+
+
+class Recorded(SlowToDelete):
+    """Also keeps every pod write, and refuses the creation of the pods named in `refused`
+    (as a quota would) while creating the others."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.written: list[writes.PodWrite] = []
+        self.refused: set[str] = set()
+
+    async def write_pods(self, namespace: str, pod_writes) -> int:
+        pod_writes = list(pod_writes)
+        self.written += pod_writes
+        refused = [
+            w for w in pod_writes if isinstance(w, writes.CreatePod) and w.name in self.refused
+        ]
+        done = await super().write_pods(namespace, [w for w in pod_writes if w not in refused])
+        if refused:
+            raise ApiError(403, "Forbidden", "exceeded quota: gpus")
+        return done
+
+
+def rolled_out(fake: FakeCluster, reconciler: Reconciler) -> set[str]:
+    """Bring the endpoint up and Ready, then change its image: the old pods' names."""
+
+    async def scenario() -> set[str]:
+        fake.clock = 1000.0
+        await reconciler.reconcile("llm", "darwin-398b")
+        fake.bind_all(at=1001.0)
+        fake.ready_all(at=1002.0)
+        fake.clock = 1003.0
+        await reconciler.reconcile("llm", "darwin-398b")
+        fake.endpoint["spec"]["engine"]["image"] = "vllm/vllm-openai:v0.34.0"
+        fake.endpoint["metadata"]["generation"] += 1
+        fake.clock = 1004.0
+        return set(fake.pods)
+
+    return asyncio.run(scenario())
+
+
+def test_a_successor_that_fits_is_created_with_its_gates_lifted_and_held_to_its_nodes():
+    doc = spec_doc(replicas=1, placement={"podsPerGroup": 3}, rollout={"drainSeconds": 0})
+    fake = Recorded(endpoint_object("darwin-398b", "llm", doc))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    old = rolled_out(fake, reconciler)
+    fake.written.clear()
+    fake.created_beside_live.clear()  # the old group's own pods, created beside each other
+    asyncio.run(reconciler.reconcile("llm", "darwin-398b"))
+
+    new = {n: p for n, p in fake.pods.items() if n not in old}
+    assert len(new) == 3
+    for pod in new.values():
+        assert not pod["spec"].get("schedulingGates")
+        assert pod["metadata"]["annotations"][ANNOTATION_ADMITTED_AT] == format_time(1004.0)
+        node_terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert node_terms[0]["matchFields"][0]["values"][0].startswith("node-")
+    # no write lifted a gate: the creation did; and still not beside a live old pod
+    assert not [w for w in fake.written if isinstance(w, writes.PatchPod) and w.ungate]
+    assert not [e for e in fake.created_beside_live if e.split(" beside ")[1] in old]
+    assert "group 0: created 3 of 3 pods (admitted)" in fake.events
+
+
+def test_a_successor_whose_creation_is_refused_part_way_is_not_left_half_placed():
+    doc = spec_doc(replicas=1, placement={"podsPerGroup": 3}, rollout={"drainSeconds": 0})
+    fake = Recorded(endpoint_object("darwin-398b", "llm", doc))
+    reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    old = rolled_out(fake, reconciler)
+    fake.refused = {"darwin-398b-0-2-1"}
+    with pytest.raises(WriteRejected):
+        asyncio.run(reconciler.reconcile("llm", "darwin-398b"))
+
+    new = {n: p for n, p in fake.pods.items() if n not in old}
+    assert sorted(new) == ["darwin-398b-0-0-1", "darwin-398b-0-1-1"]  # created, released...
+    for pod in new.values():  # ...and deleted again, stamped so no fault is read into it
+        assert pod["metadata"]["deletionTimestamp"]
+        assert pod["metadata"]["annotations"][ANNOTATION_DELETE_REASON] == "Incomplete"
+    condition = find_condition(fake.endpoint["status"]["conditions"], "Degraded")
+    assert "exceeded quota: gpus" in condition["message"]
+
+    fake.refused = set()  # the quota raised: the next reconcile creates the group whole
+    for name in list(fake.pods):
+        if fake.pods[name]["metadata"].get("deletionTimestamp"):
+            del fake.pods[name]
+    fake.clock = 1010.0
+    asyncio.run(reconciler.reconcile("llm", "darwin-398b"))
+    live = sorted(n for n, p in fake.pods.items() if not p["metadata"].get("deletionTimestamp"))
+    assert len(live) == 3 and all(not fake.pods[n]["spec"].get("schedulingGates") for n in live)

@@ -143,3 +143,48 @@ def test_an_admitted_pod_is_held_to_its_node_in_the_write_that_lifts_its_gate():
     }
     # an interrupted admission's choice is not known any more: its gates are only lifted
     assert all(w.node == "" for w in writes.ungate(["a"], T0))
+
+
+def test_a_group_admitted_before_it_exists_is_created_released_and_held_to_its_nodes():
+    create = of(planner.CreateGroup(0, gated=True))
+    names = [w.name for w in create.first]
+    nodes = {name: f"node-{i}" for i, name in enumerate(names)}
+    admitted = writes.created_admitted(create, T0, nodes)
+    assert [w.name for w in admitted.first] == names
+    for gated, released in zip(create.first, admitted.first, strict=True):
+        assert gated.body["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]  # untouched
+        spec, meta = released.body["spec"], released.body["metadata"]
+        assert "schedulingGates" not in spec
+        assert meta["annotations"][ANNOTATION_ADMITTED_AT] == format_time(T0)
+        assert meta["labels"] == gated.body["metadata"]["labels"]
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        (term,) = terms["nodeSelectorTerms"]
+        assert term["matchFields"][0]["values"] == [nodes[released.name]]
+        assert {k: v for k, v in spec.items() if k != "affinity"} == {
+            k: v for k, v in gated.body["spec"].items() if k not in ("affinity", "schedulingGates")
+        }
+    # a pod admission did not place is never let go: nothing of the group is
+    with pytest.raises(ValueError):
+        writes.created_admitted(create, T0, dict(list(nodes.items())[:2]))
+
+
+def test_write_pods_answers_every_write_before_raising_the_first_failure():
+    refused = "/api/v1/namespaces/llm/pods"
+    client = _Client(lambda m, p: 403 if (m, p) == ("POST", refused) else 200)
+    cluster = Cluster(client, workers=1)
+    body = {"metadata": {"name": "a"}}
+    try:
+        with pytest.raises(ApiError):
+            asyncio.run(
+                cluster.write_pods(
+                    "llm",
+                    [writes.CreatePod("a", body), writes.DeletePod("b"), writes.DeletePod("c")],
+                )
+            )
+    finally:
+        cluster.close()
+    assert [(m, u) for m, u, _, _ in client.sent] == [
+        ("POST", refused),
+        ("DELETE", "/api/v1/namespaces/llm/pods/b"),
+        ("DELETE", "/api/v1/namespaces/llm/pods/c"),
+    ]
