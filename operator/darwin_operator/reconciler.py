@@ -34,6 +34,7 @@ from darwin_operator.events import NORMAL, WARNING, EventNote, Reason
 from darwin_operator.logs import endpoint_log
 from darwin_operator.observed import Observed, incarnations_from_pods
 from darwin_operator.planner import GroupView, PlannerConfig
+from darwin_operator.status_writer import StatusWriter
 from darwin_operator.view import ListedView, WatchedView
 from darwin_operator.vocabulary import (
     ANNOTATION_RESTARTED_AT,
@@ -131,6 +132,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         view: ListedView | WatchedView | None = None,
         recheck_seconds: float = 300.0,
+        trail_status: bool = False,
     ) -> None:
         self.cluster = cluster
         self.config = config or PlannerConfig()
@@ -142,6 +144,10 @@ class Reconciler:
         self.recheck_seconds = recheck_seconds
         self._quiet: dict[tuple[str, str], _Quiet] = {}
         self._posting: set[asyncio.Future[Any]] = set()  # Events still being posted
+        self.status_writer = StatusWriter(cluster.patch_status)
+        # The status written behind the reconcile (the operator), or before it returns (tests
+        # that read the status a reconcile wrote).
+        self.trail_status = trail_status
 
     async def reconcile(self, namespace: str, name: str) -> Result:
         started = time.monotonic()
@@ -189,7 +195,8 @@ class Reconciler:
             raise EndpointGone(f"{namespace}/{name}")
         meta = obj["metadata"]
         now = self.clock()
-        old = status.parse_old(obj.get("status"))
+        before = self._status_of(obj)
+        old = status.parse_old(before)
         try:
             spec = _validate(obj)
         except validation.InvalidEndpoint as e:
@@ -271,8 +278,7 @@ class Reconciler:
             notes.extend(staged.report(new, old, wplan, observed, now))
         # staged weights read and write more than this plan shows: never skipped
         wrote = bool(plan.actions or plan.admissions) or staging is not None
-        if status.changed(obj.get("status"), new):
-            await self.cluster.patch_status(namespace, name, status.to_wire(new))
+        if await self._write_status(obj, before, new):
             wrote = True
         notes.extend(status.transitions(old, new, now))
         self._post_events(obj, notes, now)
@@ -288,6 +294,32 @@ class Reconciler:
             requeue = min([requeue, *ahead] if requeue is not None else ahead, default=None)
         result = Result(requeue_after=requeue, waiting_for_capacity=waiting)
         return result, wrote or bool(notes) or observed.secret_missing
+
+    def _status_of(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The endpoint's status as this process last made it (handed over, maybe not landed)."""
+        meta = obj["metadata"]
+        handed = self.status_writer.latest((meta["namespace"], meta["name"]), meta["uid"])
+        return handed if handed is not None else obj.get("status")
+
+    async def _write_status(
+        self,
+        obj: dict[str, Any],
+        before: dict[str, Any] | None,
+        new: api.DarwinEndpointStatus,
+        trail: bool = True,
+    ) -> bool:
+        """Write the status if it changed, or if its last write failed; whether it did. The
+        write trails the reconcile (status_writer.py) when `trail_status` allows it, except
+        after a failed write: a failure then is this reconcile's."""
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        failed = self.status_writer.failed(key)
+        if not failed and not status.changed(before, new):
+            return False
+        landed = self.status_writer.hand_over(key, meta["uid"], status.to_wire(new))
+        if failed or not (trail and self.trail_status):
+            await asyncio.shield(landed)
+        return True
 
     def _post_events(self, obj: dict[str, Any], notes: list[EventNote], now: float) -> None:
         """Events are best effort and go last in the API pool: the endpoint's next reconcile
@@ -516,8 +548,7 @@ class Reconciler:
             message=message,
             now=now,
         )
-        if status.changed(obj.get("status"), new):
-            await self.cluster.patch_status(meta["namespace"], meta["name"], status.to_wire(new))
+        await self._write_status(obj, self._status_of(obj), new, trail=False)
         metrics.set_endpoint_phase(meta["namespace"], meta["name"], new.phase)
         self._post_events(obj, status.transitions(old, new), now)
 

@@ -240,13 +240,14 @@ def _run(args: argparse.Namespace) -> NoReturn:
         ),
     )
     view = WatchedView(cluster, tuple(namespaces))
-    reconciler = Reconciler(cluster, config, view=view)
+    reconciler = Reconciler(cluster, config, view=view, trail_status=True)
     reconcile = (
         reconciler.reconcile if guard is None else guard.wrap(reconciler.reconcile, Result())
     )
     controller = Controller(reconcile, resync_seconds=args.resync_seconds)
     view.on_endpoint_changed = controller.trigger
     view.on_capacity_freed = controller.trigger_waiting
+    reconciler.status_writer.on_failure = controller.trigger
     stopping = shutdown.Shutdown(args.shutdown_seconds, on_begin=controller.halt)
     kopf_options = dict(
         settings=settings,
