@@ -171,6 +171,7 @@ class Reconciler:
             result, wrote = await self._reconcile(namespace, name)
         except EndpointGone:
             metrics.RECONCILE_TOTAL.labels("gone").inc()
+            self.status_writer.forget(key)
             raise
         except Exception:
             metrics.RECONCILE_TOTAL.labels("error").inc()

@@ -57,6 +57,10 @@ class StatusWriter:
         slot = self._slots.get(key)
         return slot is not None and slot.failed
 
+    def forget(self, key: Key) -> None:
+        """The endpoint is gone: what is kept of its status goes (a write in flight ends)."""
+        self._slots.pop(key, None)
+
     async def settled(self, key: Key) -> None:
         """Once what was handed over for the endpoint has landed or failed."""
         slot = self._slots.get(key)
@@ -87,14 +91,14 @@ class StatusWriter:
                 await self._patch(*key, status)
         except ApiError as e:
             if e.status == 404:  # the endpoint is gone, and its status with it
-                self._forget(key, slot)
+                self._drop(key, slot)
                 _settle(landed)
                 return
             self._fail(key, slot, e)
         except Exception as e:
             self._fail(key, slot, e)
         else:
-            self._forget(key, slot)  # the view holds what the last write returned
+            self._drop(key, slot)  # the view holds what the last write returned
             _settle(landed)
         finally:
             slot.writing = None
@@ -106,7 +110,7 @@ class StatusWriter:
         _settle(slot.landed, error)
         self.on_failure(*key)
 
-    def _forget(self, key: Key, slot: _Slot) -> None:
+    def _drop(self, key: Key, slot: _Slot) -> None:
         if self._slots.get(key) is slot:
             del self._slots[key]
 

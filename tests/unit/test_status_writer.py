@@ -73,6 +73,12 @@ def test_a_failed_write_keeps_its_status_and_asks_for_another_reconcile():
         await asyncio.wait_for(writer.hand_over(KEY, "uid-1", {"n": 2}), 1)
         assert not writer.failed(KEY) and triggered == [KEY]
 
+        patches.error = ApiError(500, "InternalError", "etcd timeout")
+        with pytest.raises(ApiError):
+            await asyncio.wait_for(writer.hand_over(KEY, "uid-1", {"n": 3}), 1)
+        writer.forget(KEY)  # the reconcile found the endpoint gone
+        assert not writer.failed(KEY) and writer.latest(KEY, "uid-1") is None
+
     asyncio.run(scenario())
 
 
