@@ -388,7 +388,7 @@ class Reconciler:
         ns, spec = ref.namespace, built.spec
 
         async def run(action: planner.Action, held: Mapping[str, str] | None = None) -> None:
-            endpoint_log(log, ns, ref.name).info("%s", _describe(action))
+            endpoint_log(log, ns, ref.name).info("%s", _describe(action, admitted=held is not None))
             match action:
                 case planner.ApplyObject(body=body):
                     return await self.cluster.apply(body)
@@ -554,13 +554,14 @@ class Reconciler:
         self._post_events(obj, status.transitions(old, new), now)
 
 
-def _describe(action: planner.Action) -> str:
+def _describe(action: planner.Action, admitted: bool = False) -> str:
     match action:
         case planner.ApplyObject(key=key):
             return f"apply {key}"
         case planner.CreateGroup(index=index, gated=gated, revision=older, incarnation=n):
             on = f" on revision {older}" if older else ""
-            return f"create group {index} incarnation {n}{on}" + (" (gated)" if gated else "")
+            how = " (admitted)" if admitted else " (gated)" if gated else ""
+            return f"create group {index} incarnation {n}{on}{how}"
         case planner.UngateGroup(index=index):
             return f"finish lifting the gates of group {index}"
         case planner.DrainGroup(index=index):
