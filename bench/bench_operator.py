@@ -198,6 +198,8 @@ class Bench:
         self.apply(ns, [endpoint_manifest(f"ep-{i}", **SHAPE) for i in range(count)])
         expected = count * PODS_PER_ENDPOINT
         watch = PodWatch(self.kubeconfig, ns)
+        # read before the operator starts: it may create pods before start() returns
+        before = apiserver_requests(self.raw)
         process = OperatorProcess(
             self.kubeconfig,
             self.workdir / f"operator-resume-{count}.log",
@@ -205,7 +207,6 @@ class Bench:
             extra_args=("--api-workers", str(API_WORKERS)),
         ).start()
         with stopped_at_the_end(process):
-            before = apiserver_requests(self.raw)
             rate = watch.creation_rate(expected, timeout=300)
             assert rate is not None, process.log()
             after = apiserver_requests(self.raw)
