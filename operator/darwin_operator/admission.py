@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from darwin_operator import capacity, render, writes
 from darwin_operator.capacity import Fit, GroupDemand
@@ -27,8 +26,9 @@ from darwin_operator.cluster import Cluster
 from darwin_operator.planner import Admission
 from darwin_operator.view import ListedView, WatchedView
 
-# Lets an admitted group go on the nodes admission chose (the fit's), e.g. lifts its gates.
-Release = Callable[[Admission, Fit], Awaitable[Any]]
+# Lets an admitted group go on the nodes admission chose (the fit's), e.g. lifts its gates;
+# returns the answer to give instead when the group was not let go after all.
+Release = Callable[[Admission, Fit], Awaitable[Fit | None]]
 
 
 @dataclass
@@ -72,6 +72,7 @@ class Admitter:
         request = _Request(ref, resource, admissions, future, release)
         self._pending.append(request)
         batch: list[_Request] = []
+        releasing: list[_Request] = []
         try:
             async with self._lock:
                 if not request.decided:  # no batch has decided it yet: run one now
@@ -79,17 +80,21 @@ class Admitter:
                     if request not in batch:
                         batch.append(request)
                     decided = await self._decide(batch)
-            if batch:  # this call ran the batch: lift its gates, the lock free for the next one
-                await asyncio.gather(*(self._release(r, fits) for r, fits in decided))
+            if batch:  # this call ran the batch: let its groups go, the lock free for the next
+                releasing = [r for r, _ in decided]
+                # Shielded: a release cut short with this caller would leave a group (maybe
+                # another endpoint's) half let go. Each release answers its own request.
+                await asyncio.shield(asyncio.gather(*(self._release(r, f) for r, f in decided)))
         finally:
             for other in batch:  # cut short (the caller cancelled): the others retry, not hang
-                if not other.result.done():
+                if not other.result.done() and other not in releasing:
                     other.result.set_exception(RuntimeError("admission interrupted; retried"))
         return await request.result
 
     async def lift_gates(self, ref: render.EndpointRef, admission: Admission, fit: Fit) -> None:
         pods = writes.ungate(admission.pods, self.clock(), fit.nodes)
         await self.cluster.write_pods(ref.namespace, pods)
+        return None
 
     async def _decide(self, batch: list[_Request]) -> list[tuple[_Request, list[Fit]]]:
         for request in batch:
@@ -137,12 +142,21 @@ class Admitter:
             for admission, fit in zip(request.admissions, fits, strict=True)
             if fit.fits
         ]
-        try:
-            await asyncio.gather(*(request.release(admission, fit) for admission, fit in admitted))
-        except Exception as error:
-            request.result.set_exception(error)
-        else:
-            request.result.set_result(fits)
+        try:  # every release ends before any place is given up, even if one failed
+            outcomes = await asyncio.gather(
+                *(request.release(admission, fit) for admission, fit in admitted),
+                return_exceptions=True,
+            )
         finally:
             for admission, _ in admitted:
                 self._in_flight.pop((id(request), admission.index), None)
+        if request.result.done():  # its caller is gone (cancelled): nobody to answer
+            return
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            request.result.set_exception(failure)
+            return
+        instead = {a.index: o for (a, _), o in zip(admitted, outcomes, strict=True) if o}
+        request.result.set_result(
+            [instead.get(a.index, f) for a, f in zip(request.admissions, fits, strict=True)]
+        )

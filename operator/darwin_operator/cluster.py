@@ -347,7 +347,7 @@ class Cluster:
             raise TypeError(write)
 
         # Every write is answered before the first failure is raised: a caller undoing a
-        # write that failed part way (reconciler._create_admitted) must not race the rest.
+        # write that failed part way (reconciler._undo_creation) must not race the rest.
         answers = await asyncio.gather(*(send(w) for w in pod_writes), return_exceptions=True)
         done = [a for a in answers if a is not None and not isinstance(a, BaseException)]
         for obj in done:

@@ -1,7 +1,9 @@
 """One reconcile of one endpoint (read, plan, act, report), and the per-endpoint work queue.
 
-`Reconciler.reconcile()` is idempotent and keeps nothing between calls: it reads the endpoint and
-its pods, asks the planner what to do, has cluster.py do it, and writes status and events.
+`Reconciler.reconcile()` is idempotent: it reads the endpoint and its pods, asks the planner
+what to do, has cluster.py do it, and writes status and events. Between calls it keeps only the
+status it last handed over while that is being written (status_writer.py), and what a quiet
+reconcile read.
 `Controller` runs it for each endpoint on one task of its own, so events for one endpoint are
 coalesced and never reconciled concurrently, while different endpoints proceed in parallel.
 """
@@ -154,6 +156,8 @@ class Reconciler:
         await self.view.synced()
         key = (namespace, name)
         quiet = self._quiet.pop(key, None)
+        if self.status_writer.pending(key):  # what it read then may not be what is stored
+            quiet = None
         fingerprint = self.view.fingerprint(namespace, name)
         capacity = self.view.capacity_version()
         now = self.clock()
@@ -179,7 +183,7 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         metrics.RECONCILE_TOTAL.labels("success").inc()
-        if fingerprint is not None and not wrote:
+        if fingerprint is not None and not wrote and not self.status_writer.pending(key):
             wait = self.recheck_seconds
             if result.requeue_after is not None:
                 wait = min(wait, result.requeue_after)
@@ -232,8 +236,9 @@ class Reconciler:
         admission: asyncio.Task[planner.Plan] | None = None
 
         def admit(release: Release | None = None) -> asyncio.Task[planner.Plan] | None:
-            # Once the pods it admits exist (_execute calls this as soon as they do): gates are
-            # then lifted while the Services and the budget are still being applied.
+            # Once the pods it admits exist (_execute calls this as soon as they do, or before
+            # successors are created, with the `release` that creates them): gates are then
+            # lifted while the Services and the budget are still being applied.
             nonlocal admission
             if plan.admissions and admission is None:
                 admission = asyncio.ensure_future(self._admit(ref, spec, plan, notes, release))
@@ -311,14 +316,21 @@ class Reconciler:
     ) -> bool:
         """Write the status if it changed, or if its last write failed; whether it did. The
         write trails the reconcile (status_writer.py) when `trail_status` allows it, except
-        after a failed write: a failure then is this reconcile's."""
+        when it changes what the status remembers (status.remembered), and after a failed
+        write: a failure then is this reconcile's."""
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         failed = self.status_writer.failed(key)
         if not failed and not status.changed(before, new):
             return False
-        landed = self.status_writer.hand_over(key, meta["uid"], status.to_wire(new))
-        if failed or not (trail and self.trail_status):
+        wire = status.to_wire(new)
+        wait = (
+            failed
+            or not (trail and self.trail_status)
+            or status.remembered(wire) != status.remembered(before)
+        )
+        landed = self.status_writer.hand_over(key, meta["uid"], wire, awaited=wait)
+        if wait:
             await asyncio.shield(landed)
         return True
 
@@ -399,8 +411,10 @@ class Reconciler:
                     return await self.cluster.store_revision(kept)
                 case planner.PruneRevision(name=name):
                     return await self.cluster.prune_revision(ns, name)
-            # A drain is timed from its write, not from the start of the reconcile.
-            at = self.clock() if isinstance(action, planner.DrainGroup) else now
+            # A drain is timed from its write, not from the start of the reconcile; an admission
+            # (its scheduling timeout) from its decision.
+            timed = isinstance(action, planner.DrainGroup) or held is not None
+            at = self.clock() if timed else now
             pod_writes = writes.of(action, ref, spec, built.revision, at, built.stored)
             if held is not None:  # admitted before it exists: created with its gates lifted
                 pod_writes = writes.created_admitted(pod_writes, at, held)
@@ -466,7 +480,9 @@ class Reconciler:
             waiting = {a.index: a for a in successors if a.gated}
             failures: list[Exception] = []
 
-            async def release(admission: planner.Admission, fit: capacity.Fit) -> None:
+            async def release(
+                admission: planner.Admission, fit: capacity.Fit
+            ) -> capacity.Fit | None:
                 successor = waiting.pop(admission.index, None)
                 if successor is None:  # a group whose pods exist
                     return await self.admitter.lift_gates(ref, admission, fit)
@@ -475,6 +491,8 @@ class Reconciler:
                 except Exception as e:  # reported with the creations below, not as admission's
                     failures.append(e)
                     await self._undo_creation(ref, admission)
+                    return capacity.Fit(False, (), "its pods could not all be created; retried")
+                return None
 
             admission = admit(release) if waiting else None
             if admission is not None:

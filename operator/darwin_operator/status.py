@@ -81,6 +81,24 @@ def to_wire(status: DarwinEndpointStatus) -> dict[str, Any]:
     return wire
 
 
+def remembered(status: Mapping[str, Any] | None) -> Any:
+    """What later reconciles decide from and the pods cannot tell again: the health record and
+    each group's recreations, the rollout's start and revisions, each group's revision and
+    nodes, where the weights are. A status that changes it is written before its reconcile
+    ends (reconciler._write_status): a group is deleted only once the status holds its
+    recreation. Phases and counts are left out: they change with every pod event, and a status
+    that reports them may trail."""
+    parsed = parse_old(status)
+    if parsed is None:
+        return None
+    groups = [
+        (g.index, g.revision, g.restarts, g.last_failure, g.recreations, g.nodes)
+        for g in parsed.groups
+    ]
+    kept = (parsed.health, parsed.rollout_started_at, parsed.current_revision)
+    return (*kept, parsed.update_revision, parsed.weights, groups)
+
+
 def changed(old: Mapping[str, Any] | None, new: DarwinEndpointStatus) -> bool:
     parsed = parse_old(old)
     return parsed is None or to_wire(parsed) != to_wire(new)

@@ -9,9 +9,12 @@ reconcile hands its status over and goes on, and:
   conditions whose changes become Events) is lost or counted twice;
 - one endpoint's writes go out in order, and a status still waiting for its turn is replaced
   by a newer one;
-- a write that fails keeps its status as `latest` and is `failed`: the endpoint is triggered,
-  and its next reconcile writes in the foreground, where a failure is the reconcile's (the
-  worker's error backoff).
+- a write that fails keeps its status as `latest` and is `failed`: when nobody waited for it,
+  the endpoint is triggered, and its next reconcile writes in the foreground, where a failure
+  is the reconcile's (the worker's error backoff).
+
+A status that changes what later reconciles decide from is written in the foreground
+(status.remembered), so only reports trail.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class _Slot:
     queued: dict[str, Any] | None = None  # handed over, not sent yet
     writing: asyncio.Task[None] | None = None
     landed: asyncio.Future[None] | None = None  # done once nothing handed over is unwritten
+    awaited: bool = False  # a reconcile waits for `landed`: a failure is reported to it
     failed: bool = False
 
 
@@ -57,6 +61,10 @@ class StatusWriter:
         slot = self._slots.get(key)
         return slot is not None and slot.failed
 
+    def pending(self, key: Key) -> bool:
+        """A status of the endpoint's is still to land (being written, or failed)."""
+        return key in self._slots
+
     def forget(self, key: Key) -> None:
         """The endpoint is gone: what is kept of its status goes (a write in flight ends)."""
         self._slots.pop(key, None)
@@ -67,8 +75,11 @@ class StatusWriter:
         if slot is not None and slot.landed is not None:
             await asyncio.wait([slot.landed])
 
-    def hand_over(self, key: Key, uid: str, status: dict[str, Any]) -> asyncio.Future[None]:
-        """Write `status` after what is being written; done once it (or a newer one) landed."""
+    def hand_over(
+        self, key: Key, uid: str, status: dict[str, Any], awaited: bool = False
+    ) -> asyncio.Future[None]:
+        """Write `status` after what is being written; done once it (or a newer one) landed.
+        `awaited`: the caller waits for that, and a failure is its to report."""
         slot = self._slots.get(key)
         if slot is None or slot.uid != uid:
             slot = self._slots[key] = _Slot(uid)
@@ -78,6 +89,8 @@ class StatusWriter:
             slot.landed = asyncio.get_running_loop().create_future()
             # a trailing write's failure is reported here, not by an unawaited future
             slot.landed.add_done_callback(lambda f: f.cancelled() or f.exception())
+            slot.awaited = False
+        slot.awaited = slot.awaited or awaited
         if slot.writing is None:
             slot.writing = asyncio.ensure_future(self._drain(key, slot))
         return slot.landed
@@ -108,7 +121,8 @@ class StatusWriter:
         slot.failed, slot.queued = True, None
         assert slot.landed is not None
         _settle(slot.landed, error)
-        self.on_failure(*key)
+        if not slot.awaited:  # else the reconcile waiting for it fails, with its backoff
+            self.on_failure(*key)
 
     def _drop(self, key: Key, slot: _Slot) -> None:
         if self._slots.get(key) is slot:

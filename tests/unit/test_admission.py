@@ -7,7 +7,7 @@ import asyncio
 
 from darwin_operator import writes
 from darwin_operator.admission import Admitter
-from darwin_operator.capacity import GroupDemand
+from darwin_operator.capacity import Fit, GroupDemand
 from darwin_operator.observed import Placement
 from darwin_operator.planner import Admission
 from darwin_operator.render import EndpointRef
@@ -165,3 +165,40 @@ def test_the_next_batch_decides_while_gates_are_being_lifted_and_counts_them_as_
     for node_name in cluster.held.values():
         per_node[node_name] = per_node.get(node_name, 0) + 4
     assert max(per_node.values()) <= 8
+
+
+def test_a_release_outlives_the_cancelled_caller_that_ran_its_batch_and_answers_its_own():
+    """Endpoint b's group is let go by the batch endpoint a's call ran; a's reconcile is then
+    cancelled (a deleted, the operator stopping): b's release still ends, whole, and b gets
+    the answer, with its release's own word for a group it could not let go."""
+
+    async def scenario():
+        cluster = FakeCluster(nodes=4)
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        started, finish = asyncio.Event(), asyncio.Event()
+        released: list[int] = []
+
+        async def create_slowly(admission, fit):
+            started.set()
+            await finish.wait()
+            released.append(admission.index)
+            return None if admission.index == 0 else Fit(False, (), "could not be created")
+
+        await admitter._lock.acquire()  # both requests queue up behind one batch
+        a = asyncio.create_task(admitter.admit(EndpointRef("a", "ns", "a"), GPU, ()))
+        b = asyncio.create_task(
+            admitter.admit(EndpointRef("b", "ns", "b"), GPU, admissions("b", 2), create_slowly)
+        )
+        await asyncio.sleep(0.01)
+        admitter._lock.release()  # a's call takes the lock first and runs the batch
+        await asyncio.wait_for(started.wait(), 1)
+        a.cancel()
+        await asyncio.sleep(0.01)
+        finish.set()
+        return await asyncio.wait_for(b, 1), released, admitter._in_flight
+
+    answers, released, in_flight = asyncio.run(scenario())
+    assert sorted(released) == [0, 1]  # both of b's groups went through their release
+    assert [f.fits for f in answers] == [True, False]
+    assert answers[1].message == "could not be created"
+    assert in_flight == {}  # and their places were given up only after

@@ -205,7 +205,8 @@ def test_a_successor_that_fits_is_created_with_its_gates_lifted_and_held_to_its_
         node_terms = pod["spec"]["affinity"]["nodeAffinity"][
             "requiredDuringSchedulingIgnoredDuringExecution"
         ]["nodeSelectorTerms"]
-        assert node_terms[0]["matchFields"][0]["values"][0].startswith("node-")
+        (held,) = node_terms[0]["matchFields"][0]["values"]
+        assert held in {n["metadata"]["name"] for n in fake.nodes}
     # no write lifted a gate: the creation did; and still not beside a live old pod
     assert not [w for w in fake.written if isinstance(w, writes.PatchPod) and w.ungate]
     assert not [e for e in fake.created_beside_live if e.split(" beside ")[1] in old]
@@ -218,6 +219,7 @@ def test_a_successor_whose_creation_is_refused_part_way_is_not_left_half_placed(
     reconciler = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
     old = rolled_out(fake, reconciler)
     fake.refused = {"darwin-398b-0-2-1"}
+    said_before = len(fake.events)
     with pytest.raises(WriteRejected):
         asyncio.run(reconciler.reconcile("llm", "darwin-398b"))
 
@@ -228,6 +230,9 @@ def test_a_successor_whose_creation_is_refused_part_way_is_not_left_half_placed(
         assert pod["metadata"]["annotations"][ANNOTATION_DELETE_REASON] == "Incomplete"
     condition = find_condition(fake.endpoint["status"]["conditions"], "Degraded")
     assert "exceeded quota: gpus" in condition["message"]
+    (group,) = fake.endpoint["status"]["groups"]  # not reported as let go
+    assert group["phase"] != "Scheduling" and "could not all be created" in group["message"]
+    assert not [e for e in fake.events[said_before:] if "gates lifted" in e]
 
     fake.refused = set()  # the quota raised: the next reconcile creates the group whole
     for name in list(fake.pods):

@@ -86,33 +86,44 @@ class HeldStatus(FakeCluster):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.patches = HeldPatches()
+        self.patches.gate.set()
 
     async def patch_status(self, namespace: str, name: str, status: dict) -> None:
         await self.patches(namespace, name, status)
         await super().patch_status(namespace, name, status)
 
 
-def test_a_reconcile_goes_on_while_the_status_of_the_one_before_is_written():
-    doc = spec_doc(replicas=1, placement={"podsPerGroup": 3})
-    fake = HeldStatus(endpoint_object("darwin-398b", "llm", doc))
+def ready_endpoint(fake: HeldStatus) -> Reconciler:
     reconciler = Reconciler(fake, clock=lambda: fake.clock, trail_status=True)  # type: ignore[arg-type]
+    reconciler.status_writer.on_failure = lambda namespace, name: fake.events.append("triggered")
 
     async def scenario() -> None:
         fake.clock = 1000.0
-        await asyncio.wait_for(reconciler.reconcile(*KEY), 1)  # the group created, admitted
-        assert len(fake.patches.sent) == 1 and "status" not in fake.endpoint  # not landed
+        await reconciler.reconcile(*KEY)  # created and admitted: a new status, written at once
+        assert fake.endpoint["status"]["groups"][0]["phase"] == "Scheduling"
         fake.bind_all(at=1001.0)
         fake.ready_all(at=1002.0)
         fake.clock = 1003.0
-        await asyncio.wait_for(reconciler.reconcile(*KEY), 1)  # Ready, the write still held
+
+    asyncio.run(scenario())
+    return reconciler
+
+
+def test_a_reconcile_goes_on_while_the_status_it_reports_is_written():
+    fake = HeldStatus(endpoint_object("darwin-398b", "llm", spec_doc(replicas=1)))
+    reconciler = ready_endpoint(fake)
+    fake.patches.gate.clear()
+
+    async def scenario() -> None:
+        await asyncio.wait_for(reconciler.reconcile(*KEY), 1)  # Ready: reported, held
         await asyncio.wait_for(reconciler.reconcile(*KEY), 1)  # and again, nothing new
         await reconciler.events_posted()
         # planned from the status handed over, not the one stored: each change reported once
         assert fake.events.count("group 0 is Ready") == 1
-        assert len(fake.patches.sent) == 1
+        assert len(fake.patches.sent) == 2 and fake.endpoint["status"]["readyReplicas"] == 0
         fake.patches.gate.set()
         await asyncio.wait_for(reconciler.status_writer.settled(KEY), 1)
-        assert len(fake.patches.sent) == 2  # the first, then the newest
+        assert len(fake.patches.sent) == 2
         assert fake.endpoint["status"]["readyReplicas"] == 1
         assert fake.endpoint["status"]["groups"][0]["phase"] == "Ready"
 
@@ -124,23 +135,41 @@ def test_a_reconcile_goes_on_while_the_status_of_the_one_before_is_written():
     asyncio.run(scenario())
 
 
-def test_after_a_failed_status_write_the_next_reconcile_writes_it_and_fails_with_it():
-    doc = spec_doc(replicas=1)
-    fake = HeldStatus(endpoint_object("darwin-398b", "llm", doc))
-    fake.patches.gate.set()
-    fake.patches.error = ApiError(500, "InternalError", "etcd timeout")
-    reconciler = Reconciler(fake, clock=lambda: fake.clock, trail_status=True)  # type: ignore[arg-type]
+def test_a_status_that_changes_what_is_remembered_is_written_before_the_reconcile_ends():
+    fake = HeldStatus(endpoint_object("darwin-398b", "llm", spec_doc(replicas=1)))
+    reconciler = ready_endpoint(fake)
 
     async def scenario() -> None:
-        fake.clock = 1000.0
-        await reconciler.reconcile(*KEY)  # its status write fails behind it
+        await reconciler.reconcile(*KEY)
+        fake.patches.gate.clear()
+        fake.endpoint["spec"]["engine"]["image"] = "vllm/vllm-openai:v0.34.0"
+        fake.endpoint["metadata"]["generation"] += 1
+        rollout = asyncio.ensure_future(reconciler.reconcile(*KEY))  # starts a rollout
+        await asyncio.sleep(0.2)
+        assert not rollout.done()  # the rollout's start and revision are waited for
+        fake.patches.gate.set()
+        await asyncio.wait_for(rollout, 1)
+        assert fake.endpoint["status"]["rolloutStartedAt"]
+
+    asyncio.run(scenario())
+
+
+def test_after_a_failed_status_write_the_next_reconcile_writes_it_and_fails_with_it():
+    fake = HeldStatus(endpoint_object("darwin-398b", "llm", spec_doc(replicas=1)))
+    reconciler = ready_endpoint(fake)
+    fake.patches.error = ApiError(500, "InternalError", "etcd timeout")
+
+    async def scenario() -> None:
+        await reconciler.reconcile(*KEY)  # Ready: its status write fails behind it
         await asyncio.wait_for(reconciler.status_writer.settled(KEY), 1)
         assert reconciler.status_writer.failed(KEY)
-        with pytest.raises(ApiError):  # written in the foreground: the worker backs off
+        assert fake.events.count("triggered") == 1  # so that a reconcile writes it again
+        with pytest.raises(ApiError):  # in the foreground: the worker backs off
             await reconciler.reconcile(*KEY)
+        assert fake.events.count("triggered") == 1  # not again: the backoff decides when
         fake.patches.error = None
         await reconciler.reconcile(*KEY)
-        assert fake.endpoint["status"]["replicas"] == 1
+        assert fake.endpoint["status"]["readyReplicas"] == 1
         assert not reconciler.status_writer.failed(KEY)
 
     asyncio.run(scenario())

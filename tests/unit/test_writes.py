@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -170,21 +171,22 @@ def test_a_group_admitted_before_it_exists_is_created_released_and_held_to_its_n
 
 def test_write_pods_answers_every_write_before_raising_the_first_failure():
     refused = "/api/v1/namespaces/llm/pods"
-    client = _Client(lambda m, p: 403 if (m, p) == ("POST", refused) else 200)
-    cluster = Cluster(client, workers=1)
+
+    def answer(method, path):
+        if method == "POST":
+            return 403  # at once
+        time.sleep(0.2)  # the deletions answer later
+        return 200
+
+    cluster = Cluster(_Client(answer), workers=3)
+    seen: list[str] = []
+    cluster.on_written = lambda kind, obj: seen.append(kind)
     body = {"metadata": {"name": "a"}}
+    pod_writes = [writes.CreatePod("a", body), writes.DeletePod("b"), writes.DeletePod("c")]
     try:
-        with pytest.raises(ApiError):
-            asyncio.run(
-                cluster.write_pods(
-                    "llm",
-                    [writes.CreatePod("a", body), writes.DeletePod("b"), writes.DeletePod("c")],
-                )
-            )
+        with pytest.raises(ApiError) as raised:
+            asyncio.run(cluster.write_pods("llm", pod_writes))
     finally:
         cluster.close()
-    assert [(m, u) for m, u, _, _ in client.sent] == [
-        ("POST", refused),
-        ("DELETE", "/api/v1/namespaces/llm/pods/b"),
-        ("DELETE", "/api/v1/namespaces/llm/pods/c"),
-    ]
+    assert raised.value.status == 403 and refused
+    assert seen == ["Pod", "Pod"]  # both deletions answered, and handed on, before the raise
