@@ -946,6 +946,11 @@ class GroupStatus(_Model):
     nodes: list[str] = Field(default_factory=list)
     """With model.cache.staging: the nodes the group's pods last ran on; a recreated group goes
     back to them (warm page cache, local copy) when they are healthy and have the GPUs."""
+    whole_incarnation: int | None = None
+    """The newest incarnation of the group (its pods' serving.darwin.ai/incarnation label) the
+    operator has seen with all its pods: a member of it missing later was removed by someone
+    and the group is recreated; a member missing before, a creation cut short, is created
+    again and not counted as a recreation."""
 
 
 class NodeWeights(_Model):

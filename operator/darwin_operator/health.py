@@ -105,12 +105,14 @@ def mark_of(group: ObservedGroup) -> tuple[Recreation, str] | None:
 # ---- is the group broken? ----
 
 
-def _started(group: ObservedGroup) -> bool:
-    """Some member was released to the scheduler (our gate lifted) or placed on a node: from
-    then on the ranks may have joined one NCCL world, so a missing member cannot be replaced
-    alone. Before that, a missing pod (an operator killed while creating the group) is just
-    created."""
-    return any(p.admitted_at is not None or p.bound for p in group.pods)
+def _started(group: ObservedGroup, seen_whole: bool) -> bool:
+    """The operator has seen every member of this incarnation (`seen_whole`, kept in the status)
+    and some member was released to the scheduler or placed on a node: from then on the ranks
+    may have joined one NCCL world, so a missing member was removed by someone and cannot be
+    replaced alone. Before that, a missing pod is a creation cut short (an operator killed
+    between the POSTs of a group, which a successor may create already released): the planner
+    completes or redoes it, and it is no recreation."""
+    return seen_whole and any(p.admitted_at is not None or p.bound for p in group.pods)
 
 
 def _was_ready(pod: ObservedPod) -> bool:
@@ -125,7 +127,9 @@ def _was_ready(pod: ObservedPod) -> bool:
     )
 
 
-def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | None:
+def _removed_by_others(
+    group: ObservedGroup, pods_per_group: int, seen_whole: bool
+) -> Finding | None:
     """A member deleted or evicted by someone other than the operator.
 
     The rule: the operator stamps every pod it deletes (vocabulary.ANNOTATION_DELETE_REASON)
@@ -134,7 +138,7 @@ def _removed_by_others(group: ObservedGroup, pods_per_group: int) -> Finding | N
     deleted without the stamp, or a missing rank while no member carries it, was therefore
     removed by someone else: a person, an eviction, the taint manager. Only a started group
     can lose a member this way."""
-    if not _started(group):
+    if not _started(group, seen_whole):
         return None
     for pod in group.pods:
         if pod.deleting and not pod.marked_deleted:
@@ -194,6 +198,7 @@ def diagnose(
     group: ObservedGroup,
     *,
     pods_per_group: int,
+    seen_whole: bool,
     nodes: Mapping[str, NodeInfo] | None,
     startup_timeout: float,
     leader_unready_grace: float,
@@ -202,8 +207,10 @@ def diagnose(
 ) -> tuple[Finding | None, float | None]:
     """(why the group is broken or None, the time a condition seen now turns into a fault).
 
+    `seen_whole`: the status says the operator saw every pod of this incarnation.
     `nodes` is None when the operator could not read nodes: node checks are skipped then."""
-    for check in (_failed(group), _removed_by_others(group, pods_per_group), _restarted(group)):
+    removed = _removed_by_others(group, pods_per_group, seen_whole)
+    for check in (_failed(group), removed, _restarted(group)):
         if check is not None:
             return check, None
     deadlines: list[float] = []

@@ -167,6 +167,7 @@ class GroupView:
     serving: bool = False  # leader Ready and behind the client Service
     reason: str = ""  # machine-readable cause of a problem, e.g. capacity.NO_ELIGIBLE_NODES
     incarnation: int = 0  # of the pods it describes (or is about to create)
+    whole_incarnation: int | None = None  # the newest incarnation seen with all its pods
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class GroupMemory:
     revision: str
     phase: str
     pods: int
+    whole_incarnation: int | None = None  # GroupStatus.whole_incarnation
 
 
 @dataclass(frozen=True)
@@ -345,12 +347,29 @@ class _Planner:
         return Plan(
             actions=tuple(self.actions),
             admissions=tuple(self.admissions),
-            groups=tuple(sorted(self.views, key=lambda v: v.index)),
+            groups=tuple(
+                sorted(
+                    (
+                        replace(v, whole_incarnation=self.whole_incarnation(v.index))
+                        for v in self.views
+                    ),
+                    key=lambda v: v.index,
+                )
+            ),
             rollout=decision,
             requeue_after=min(future) if future else None,
             blocked_reason=self.blocked_reason(),
             health=self.history,
         )
+
+    def whole_incarnation(self, index: int) -> int | None:
+        """The newest incarnation at `index` seen with every pod: now, or as the status
+        remembers. A rank of it missing later was removed by someone (health._started)."""
+        g = self.observed.group(index)
+        if g is not None and set(range(self.shape.pods_per_group)) <= g.ranks():
+            return g.incarnation
+        memory = self.remembered.get(index)
+        return memory.whole_incarnation if memory else None
 
     # -- stage 1: classify --
 
@@ -381,6 +400,7 @@ class _Planner:
             finding, watch = health.diagnose(
                 g,
                 pods_per_group=self.shape.pods_per_group,
+                seen_whole=self.whole_incarnation(index) == g.incarnation,
                 nodes=self.nodes,
                 startup_timeout=self.spec.health.startup_timeout_seconds,
                 leader_unready_grace=self.spec.health.leader_unready_seconds,
@@ -588,8 +608,11 @@ class _Planner:
         index, n = g.index, self.shape.pods_per_group
         released = [p for p in g.pods if not p.gated]
         if set(range(n)) - g.ranks():
+            # Never seen whole (else health found the rank removed): a creation cut short. Pods
+            # already released cannot wait behind a gate for the rest: deleted and created
+            # anew, no recreation.
             if g.revision != self.revision or (self.gang and released):
-                reason = DeleteReason.MEMBER_LOST if released else DeleteReason.INCOMPLETE
+                reason = DeleteReason.INCOMPLETE
                 return _state(
                     Standing.INCOMPLETE,
                     g,

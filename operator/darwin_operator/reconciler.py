@@ -699,7 +699,7 @@ _NOT_RECREATIONS = (
 
 def _memory(old: api.DarwinEndpointStatus | None) -> dict[int, planner.GroupMemory]:
     return {
-        g.index: planner.GroupMemory(g.revision, g.phase, g.pods)
+        g.index: planner.GroupMemory(g.revision, g.phase, g.pods, g.whole_incarnation)
         for g in (old.groups if old else ())
     }
 

@@ -162,6 +162,7 @@ def _groups(
                 ],
                 last_ready_time=last_ready,
                 startup=_startup(prev.startup if prev else [], v.phase.value, now),
+                whole_incarnation=v.whole_incarnation,
             )
         )
     return result

@@ -171,8 +171,7 @@ class DeleteReason(StrEnum):
 
     SCALE_DOWN = "ScaleDown"
     SCHEDULING_TIMEOUT = "SchedulingTimeout"  # released but could not be placed in time
-    MEMBER_LOST = "MemberLost"  # a released group lost a pod; a group is recreated whole
-    INCOMPLETE = "Incomplete"  # a group that cannot be completed in place (e.g. old revision)
+    INCOMPLETE = "Incomplete"  # a creation cut short that cannot be completed in place
     ROLLOUT = "Rollout"  # an old revision, replaced in place (rollout.py)
     UNFINISHED_DELETE = "UnfinishedDelete"  # some pods were deleted, the rest must follow
     BROKEN = "Broken"  # found broken (health.py) and its recreation is on record in the status

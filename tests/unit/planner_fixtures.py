@@ -30,10 +30,13 @@ def group_pods(
     state: str = "gated",
     rev: str | None = None,
     ranks: list[int] | None = None,
+    incarnation: int = 0,
     **fields: Any,
 ) -> list[ObservedPod]:
     """Pods of one group in a state: gated | released | bound | ready."""
-    objs = render.render_group(REF, spec, rev or revision(spec), index, gated=state == "gated")
+    objs = render.render_group(
+        REF, spec, rev or revision(spec), index, gated=state == "gated", incarnation=incarnation
+    )
     pods = []
     for obj in objs:
         obj["metadata"]["creationTimestamp"] = "2025-06-15T00:00:00Z"

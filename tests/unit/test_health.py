@@ -41,10 +41,11 @@ def group(pods):
     return g
 
 
-def diagnose(pods, *, now=T0, nodes=NODES, pods_per_group=3, startup_timeout=600):
+def diagnose(pods, *, now=T0, nodes=NODES, pods_per_group=3, startup_timeout=600, seen_whole=True):
     return health.diagnose(
         group(pods),
         pods_per_group=pods_per_group,
+        seen_whole=seen_whole,
         nodes=nodes,
         startup_timeout=startup_timeout,
         leader_unready_grace=20,
@@ -112,6 +113,14 @@ def test_a_group_is_broken_when_a_member(case):
     pods, fault, message = BROKEN_CASES[case]
     finding, _ = diagnose(pods)
     assert (finding.fault, finding.message) == (fault, message)
+
+
+def test_a_rank_missing_from_a_group_never_seen_whole_is_no_member_removed():
+    """Released at creation (a successor admitted before its pods exist), a group cut short by
+    a kill between its POSTs has a rank missing that nobody deleted: the planner redoes it."""
+    cut_short = [p for p in group_pods(SPEC3, 0, state="bound", admitted_at=T0) if p.rank != 1]
+    assert diagnose(cut_short, seen_whole=False)[0] is None
+    assert diagnose(cut_short, seen_whole=True)[0].fault == Fault.MEMBER_DELETED
 
 
 HEALTHY_CASES = {

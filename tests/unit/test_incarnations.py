@@ -242,3 +242,41 @@ def test_a_successor_whose_creation_is_refused_part_way_is_not_left_half_placed(
     asyncio.run(reconciler.reconcile("llm", "darwin-398b"))
     live = sorted(n for n, p in fake.pods.items() if not p["metadata"].get("deletionTimestamp"))
     assert len(live) == 3 and all(not fake.pods[n]["spec"].get("schedulingGates") for n in live)
+
+
+def test_a_successor_cut_short_by_a_kill_is_created_again_not_counted_as_a_recreation():
+    """Created released, a successor's pods are placed as soon as they exist: an operator
+    killed between its POSTs leaves some, with a rank missing that nobody deleted. The status
+    says which incarnation was last seen whole, so the next operator redoes the creation
+    instead of reading a member deleted by someone."""
+    doc = spec_doc(replicas=1, placement={"podsPerGroup": 3}, rollout={"drainSeconds": 0})
+    fake = Recorded(endpoint_object("darwin-398b", "llm", doc))
+    old = rolled_out(fake, Reconciler(fake, clock=lambda: fake.clock))  # type: ignore[arg-type]
+    (before,) = fake.endpoint["status"]["groups"]
+    assert before["wholeIncarnation"] == 0
+    fake.refused = {"darwin-398b-0-2-1"}  # the POST the kill came before
+    with pytest.raises(WriteRejected):
+        asyncio.run(Reconciler(fake, clock=lambda: fake.clock).reconcile("llm", "darwin-398b"))  # type: ignore[arg-type]
+    for name in ("darwin-398b-0-0-1", "darwin-398b-0-1-1"):  # as the kill left them
+        annotations = fake.pods[name]["metadata"]["annotations"]
+        annotations.pop(ANNOTATION_DELETE_REASON)
+        fake.pods[name]["metadata"].pop("deletionTimestamp")
+    for name in old:
+        del fake.pods[name]
+    fake.refused = set()
+    fake.clock = 1010.0
+
+    restarted = Reconciler(fake, clock=lambda: fake.clock)  # type: ignore[arg-type]
+    asyncio.run(restarted.reconcile("llm", "darwin-398b"))
+    for name in ("darwin-398b-0-0-1", "darwin-398b-0-1-1"):
+        reason = fake.pods[name]["metadata"]["annotations"][ANNOTATION_DELETE_REASON]
+        assert reason == "Incomplete"
+    (group,) = fake.endpoint["status"]["groups"]
+    assert group["restarts"] == 0 and not group.get("recreations")
+    for name in list(fake.pods):
+        del fake.pods[name]
+    asyncio.run(restarted.reconcile("llm", "darwin-398b"))
+    assert len(fake.pods) == 3  # the group anew (a fresh incarnation: nothing left behind)
+    (group,) = fake.endpoint["status"]["groups"]
+    incarnations = {int(labels(p).get(LABEL_INCARNATION, 0)) for p in fake.pods.values()}
+    assert group["restarts"] == 0 and incarnations == {group["wholeIncarnation"]}

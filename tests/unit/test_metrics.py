@@ -79,7 +79,7 @@ def test_a_reconciled_endpoint_reports_replicas_phases_and_gpus():
         assert value("darwin_group_phase", **ep, group=group, phase="Starting") is None
     assert value("darwin_gpus", **ep, state="requested") == 12  # 2 groups of TP2 x PP3
     assert value("darwin_gpus", **ep, state="ready") == 12
-    assert value("darwin_group_recreations_total", **ep, reason="MemberLost") == 0
+    assert value("darwin_group_recreations_total", **ep, reason="Incomplete") == 0
     assert value("darwin_group_recreations_total", **ep, reason="ScaleDown") is None
     assert value("darwin_rollout_paused", **ep) == 0
 

@@ -12,6 +12,7 @@ from darwin_operator.planner import (
     CreateGroup,
     DeleteGroup,
     DrainGroup,
+    GroupMemory,
     MarkBroken,
     RestoreServing,
     UngateGroup,
@@ -100,10 +101,13 @@ def test_group_interrupted_while_being_created_is_completed_not_recreated():
     assert plan.groups[0].message == "2 of 3 pods created"
 
 
+SEEN_WHOLE = {0: GroupMemory("", "Ready", 3, whole_incarnation=0)}  # as status.groups keeps it
+
+
 def test_released_group_that_lost_a_member_is_marked_broken_then_deleted_whole():
     spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
     pods = group_pods(spec, 0, state="ready", ranks=[0, 1])
-    plan = make_plan(spec, observe(spec, pods))
+    plan = make_plan(spec, observe(spec, pods), remembered=SEEN_WHOLE)
     (mark,) = plan.actions
     assert isinstance(mark, MarkBroken) and mark.pods == ("darwin-398b-0-0", "darwin-398b-0-1")
     assert mark.mark.startswith("MemberDeleted ")
@@ -116,6 +120,31 @@ def test_released_group_that_lost_a_member_is_marked_broken_then_deleted_whole()
         CreateGroup(0, gated=True, incarnation=1),
     )
     assert plan.admissions[0].pods == tuple(f"darwin-398b-0-{r}-1" for r in range(3))
+
+
+def test_released_group_never_seen_whole_is_redone_not_counted_as_a_recreation():
+    """A successor is created released (admitted before its pods exist): an operator killed
+    between its POSTs leaves released pods with a rank missing that nobody deleted."""
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    cut_short = group_pods(spec, 0, state="bound", admitted_at=T0 - 1, ranks=[0, 1], incarnation=1)
+    plan = make_plan(spec, observe(spec, cut_short), remembered=SEEN_WHOLE)
+    assert plan.actions == (
+        DeleteGroup(0, DeleteReason.INCOMPLETE, ("darwin-398b-0-0-1", "darwin-398b-0-1-1")),
+    )
+    assert plan.health.of(0).recreations == ()
+    assert plan.groups[0].whole_incarnation == 0  # still the one seen whole before
+
+
+def test_a_group_seen_whole_is_remembered_by_its_incarnation():
+    spec = make_spec(placement={"podsPerGroup": 3}, replicas=1)
+    whole = group_pods(spec, 0, state="bound", admitted_at=T0 - 1, incarnation=1)
+    plan = make_plan(spec, observe(spec, whole), remembered=SEEN_WHOLE)
+    assert plan.groups[0].whole_incarnation == 1
+    # the status keeps it for the next reconcile, which then counts a missing rank as removed
+    remembered = {0: GroupMemory("", "Scheduling", 3, whole_incarnation=1)}
+    plan = make_plan(spec, observe(spec, whole[:2]), remembered=remembered)
+    (mark,) = plan.actions
+    assert isinstance(mark, MarkBroken) and "rank 2 deleted by another client" in mark.mark
 
 
 def test_incomplete_group_of_an_old_revision_is_deleted_rather_than_mixed():
