@@ -94,7 +94,6 @@ class Admitter:
     async def lift_gates(self, ref: render.EndpointRef, admission: Admission, fit: Fit) -> None:
         pods = writes.ungate(admission.pods, self.clock(), fit.nodes)
         await self.cluster.write_pods(ref.namespace, pods)
-        return None
 
     async def _decide(self, batch: list[_Request]) -> list[tuple[_Request, list[Fit]]]:
         for request in batch:

@@ -321,15 +321,15 @@ class Reconciler:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         failed = self.status_writer.failed(key)
-        if not failed and not status.changed(before, new):
+        old = status.parse_old(before)
+        if not failed and not status.changed(old, new):
             return False
-        wire = status.to_wire(new)
         wait = (
             failed
             or not (trail and self.trail_status)
-            or status.remembered(wire) != status.remembered(before)
+            or status.remembered(new) != status.remembered(old)
         )
-        landed = self.status_writer.hand_over(key, meta["uid"], wire, awaited=wait)
+        landed = self.status_writer.hand_over(key, meta["uid"], status.to_wire(new), awaited=wait)
         if wait:
             await asyncio.shield(landed)
         return True

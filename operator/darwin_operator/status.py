@@ -81,14 +81,13 @@ def to_wire(status: DarwinEndpointStatus) -> dict[str, Any]:
     return wire
 
 
-def remembered(status: Mapping[str, Any] | None) -> Any:
+def remembered(parsed: DarwinEndpointStatus | None) -> Any:
     """What later reconciles decide from and the pods cannot tell again: the health record and
     each group's recreations, the rollout's start and revisions, each group's revision and
     nodes, where the weights are. A status that changes it is written before its reconcile
     ends (reconciler._write_status): a group is deleted only once the status holds its
     recreation. Phases and counts are left out: they change with every pod event, and a status
     that reports them may trail."""
-    parsed = parse_old(status)
     if parsed is None:
         return None
     groups = [
@@ -99,9 +98,9 @@ def remembered(status: Mapping[str, Any] | None) -> Any:
     return (*kept, parsed.update_revision, parsed.weights, groups)
 
 
-def changed(old: Mapping[str, Any] | None, new: DarwinEndpointStatus) -> bool:
-    parsed = parse_old(old)
-    return parsed is None or to_wire(parsed) != to_wire(new)
+def changed(old: DarwinEndpointStatus | None, new: DarwinEndpointStatus) -> bool:
+    """`old` as parse_old read it: None (none stored, or unreadable) is rewritten."""
+    return old is None or old != new
 
 
 def _condition(

@@ -66,7 +66,8 @@ class StatusWriter:
         return key in self._slots
 
     def forget(self, key: Key) -> None:
-        """The endpoint is gone: what is kept of its status goes (a write in flight ends)."""
+        """The endpoint is gone: what is kept of its status goes (a write in flight still
+        runs, and finds the endpoint gone)."""
         self._slots.pop(key, None)
 
     async def settled(self, key: Key) -> None:

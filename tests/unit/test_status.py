@@ -157,12 +157,12 @@ def test_unchanged_status_is_not_patched_and_transition_times_are_kept():
     first = compute([view(0, GroupPhase.READY), view(1, GroupPhase.READY)])
     later = compute([view(0, GroupPhase.READY), view(1, GroupPhase.READY)], old=first, now=T0 + 60)
     assert later == first
-    assert not status.changed(status.to_wire(first), later)
+    assert not status.changed(first, later)
     assert status.changed(None, later)
     worse = compute(
         [view(0, GroupPhase.READY), view(1, GroupPhase.STARTING)], old=first, now=T0 + 90
     )
-    assert status.changed(status.to_wire(first), worse)
+    assert status.changed(first, worse)
     available = next(c for c in worse.conditions if c.type == "Available")
     progressing = next(c for c in worse.conditions if c.type == "Progressing")
     assert available.last_transition_time == "2025-06-15T15:06:40.000Z"  # still True: unchanged
