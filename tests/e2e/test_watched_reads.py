@@ -33,6 +33,10 @@ OPERATOR_REQUESTS = {
     ("PATCH", "poddisruptionbudgets", ""),
 }
 # Events are counted by their reporter instead: other components post some at any time.
+# The API server's own NodePort repair loop lists every Service cluster-wide every 3 minutes
+# (kube-apiserver's repairLoopInterval); the operator here watches one namespace, so it reads
+# Services at namespace scope and that cluster-wide LIST is not its.
+NOT_THE_OPERATORS = {("LIST", "services", "", "cluster")}
 
 
 def apiserver_requests(cluster) -> Counter:
@@ -45,8 +49,9 @@ def apiserver_requests(cluster) -> Counter:
     counts: Counter = Counter()
     for match in _SAMPLE.finditer(text.decode()):
         labels = dict(_LABEL.findall(match["labels"]))
-        key = tuple(labels.get(k, "") for k in ("verb", "resource", "subresource"))
-        counts[key] += float(match["value"])
+        key = tuple(labels.get(k, "") for k in ("verb", "resource", "subresource", "scope"))
+        if key not in NOT_THE_OPERATORS:
+            counts[key[:3]] += float(match["value"])
     return counts
 
 
