@@ -1,4 +1,4 @@
-"""Gang admission across endpoints: decide on one view of free GPUs, then let groups go.
+"""Gang admission across endpoints: decide on one view of free GPUs, then lift gates.
 
 Decisions are serialized in the process, so two endpoints never count the same free GPUs. The
 requests that queue up while one batch runs are decided together in the next one, on a single
@@ -10,8 +10,8 @@ previous one lifted its gates. This keeps admission cheap when many endpoints st
 Only the decisions hold the lock, not the writes that lift the gates: a batch's groups are
 reserved (their GPUs and room on the nodes chosen) until their writes have landed in the view,
 so the next batch decides while they are in flight and still never counts the same GPUs. The
-write that lets an admitted group go is the creation of its pods without the gate, for a group
-admitted before its pods exist (reconciler.py), or the lift of its gates, for one that waited.
+write that lets an admitted group go is the gates' lift, or, for a group admitted before its
+pods exist (a rollout's or a recreation's successor, reconciler.py), the pods' creation.
 """
 
 from __future__ import annotations

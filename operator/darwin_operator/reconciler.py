@@ -236,9 +236,9 @@ class Reconciler:
         admission: asyncio.Task[planner.Plan] | None = None
 
         def admit(release: Release | None = None) -> asyncio.Task[planner.Plan] | None:
-            # Before the groups to create exist, with the `release` that creates them (or once
-            # the pods it admits exist): while the Services and the budget are still being
-            # applied.
+            # Once the pods it admits exist (_execute calls this as soon as they do, or before
+            # successors are created, with the `release` that creates them): gates are then
+            # lifted while the Services and the budget are still being applied.
             nonlocal admission
             if plan.admissions and admission is None:
                 admission = asyncio.ensure_future(self._admit(ref, spec, plan, notes, release))
@@ -394,9 +394,9 @@ class Reconciler:
         now: float,
         admit: Callable[[Release | None], asyncio.Task[planner.Plan] | None],
     ) -> None:
-        """Do the plan's actions. `admit` starts the admission of the plan's groups: before
-        the groups to create exist (those that fit are created admitted, the others gated), and
-        for groups whose pods exist, with those."""
+        """Do the plan's actions. `admit` starts the admission of the plan's gated groups, once
+        their pods all exist (or would, had their creation not failed), or, when successors are
+        to be created, before: those are created admitted, or gated if they do not fit."""
         ns, spec = ref.namespace, built.spec
 
         async def run(action: planner.Action, held: Mapping[str, str] | None = None) -> None:
@@ -446,23 +446,24 @@ class Reconciler:
                         _note_delete(notes, index, reason, plan, ref)
 
         # Services, the PDB and the update revision's spec are written together with the pods
-        # of new groups: those pods need none of them to exist (DNS and the Services' endpoints
-        # follow whenever both exist; a revision not stored yet is stored by the next
-        # reconcile). Waiting for them would put one Service apply (the slowest write, a
-        # ClusterIP to allocate) before every endpoint's first pod. Drains and deletions come
-        # after, so the budget counts a drain before it starts. A successor's pods are created
-        # once the incarnation it replaces is being deleted (and out of the Service): an index
-        # never shows two live incarnations, not even briefly.
-        # Admission is asked before the groups to create exist: a group that fits is created
-        # with its gates lifted (the write that lifts them would be one more request per pod,
-        # and one more round trip on every rollout step); one that does not is created gated
-        # and waits. A reconcile asks once: with successors, after the deletions, and new
-        # groups are then created gated first and let go by the same admission.
+        # of new groups: those pods need none of them to exist (gated, they wait for admission
+        # below; DNS and the Services' endpoints follow whenever both exist; a revision not
+        # stored yet is stored by the next reconcile). Waiting for them would put one Service
+        # apply (the slowest write, a ClusterIP to allocate) before every endpoint's first pod.
+        # Drains and deletions come after, so the budget counts a drain before it starts. A
+        # successor's pods are created once the incarnation it replaces is being deleted (and
+        # out of the Service): an index never shows two live incarnations, not even briefly.
+        # Admission starts once the new groups' pods exist, unless successors are to be created:
+        # then it is asked first, and a successor that fits is created with its gates lifted
+        # (the write that lifts them would be one more round trip on every rollout step).
         first = (planner.ApplyObject, planner.StoreRevision)
         deleted = {a.index for a in plan.actions if isinstance(a, planner.DeleteGroup)}
-        creations = [a for a in plan.actions if isinstance(a, planner.CreateGroup)]
-        successors = [a for a in creations if a.index in deleted]
-        new_groups = [a for a in creations if a not in successors]
+        successors = [
+            a for a in plan.actions if isinstance(a, planner.CreateGroup) and a.index in deleted
+        ]
+        new_groups = [
+            a for a in plan.actions if isinstance(a, planner.CreateGroup) and a not in successors
+        ]
         alongside = [a for a in plan.actions if isinstance(a, first)]
         others = [
             a
@@ -470,24 +471,23 @@ class Reconciler:
             if not isinstance(a, first) and not isinstance(a, planner.CreateGroup)
         ]
 
-        async def new_groups_created() -> None:
-            if successors:
-                await _every(run(a) for a in new_groups)
-            else:
-                await admitted_first(new_groups)
+        async def new_groups_then_admission() -> None:
+            await _every(run(a) for a in new_groups)
+            if not successors:
+                admit(None)
 
-        async def admitted_first(groups: list[planner.CreateGroup]) -> None:
-            waiting = {a.index: a for a in groups if a.gated}
+        async def successors_admitted_first() -> None:
+            waiting = {a.index: a for a in successors if a.gated}
             failures: list[Exception] = []
 
             async def release(
                 admission: planner.Admission, fit: capacity.Fit
             ) -> capacity.Fit | None:
-                creation = waiting.pop(admission.index, None)
-                if creation is None:  # a group whose pods exist
+                successor = waiting.pop(admission.index, None)
+                if successor is None:  # a group whose pods exist
                     return await self.admitter.lift_gates(ref, admission, fit)
                 try:
-                    await run(creation, dict(zip(admission.pods, fit.nodes, strict=True)))
+                    await run(successor, dict(zip(admission.pods, fit.nodes, strict=True)))
                 except Exception as e:  # reported with the creations below, not as admission's
                     failures.append(e)
                     await self._undo_creation(ref, admission)
@@ -498,17 +498,16 @@ class Reconciler:
             if admission is not None:
                 try:
                     await admission
-                except Exception as e:  # the groups not admitted are still created, gated
+                except Exception as e:  # the successors not admitted are still created, gated
                     failures.append(e)
-            await _every(run(a) for a in groups if a.index in waiting or not a.gated)
+            await _every(run(a) for a in successors if a.index in waiting or not a.gated)
             if failures:
                 raise failures[0]
 
         with _refusals_classified():
-            await _every([*(run(a) for a in alongside), new_groups_created()])
+            await _every([*(run(a) for a in alongside), new_groups_then_admission()])
             await _every(run(a) for a in others)
-            if successors:
-                await admitted_first(successors)
+            await successors_admitted_first()
         admit(None)
 
     async def _undo_creation(self, ref: render.EndpointRef, admission: planner.Admission) -> None:

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.chart_install import STANDBY_LIFETIME, extra_namespace, installed
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.test_operator import (
-    test_reference_endpoint_is_admitted_before_its_pods_exist_and_becomes_ready as main_scenario,
+    test_reference_endpoint_is_gated_then_admitted_and_becomes_ready as main_scenario,
 )
 
 pytestmark = pytest.mark.e2e

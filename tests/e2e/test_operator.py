@@ -36,22 +36,7 @@ def slice_addresses(cluster, namespace, service):
     )
 
 
-def held_to(pod) -> list[str]:
-    """The nodes a pod is held to by name (the required node affinity admission adds)."""
-    affinity = (pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}
-    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    return [
-        value
-        for term in required.get("nodeSelectorTerms") or ()
-        for field in term.get("matchFields") or ()
-        if field["key"] == "metadata.name"
-        for value in field["values"]
-    ]
-
-
-def test_reference_endpoint_is_admitted_before_its_pods_exist_and_becomes_ready(
-    cluster, namespace, operator
-):
+def test_reference_endpoint_is_gated_then_admitted_and_becomes_ready(cluster, namespace, operator):
     recorder = PodRecorder(cluster, namespace)
     apply(cluster, namespace, endpoint_manifest("darwin-398b", replicas=2))
     status = wait_for(
@@ -60,10 +45,7 @@ def test_reference_endpoint_is_admitted_before_its_pods_exist_and_becomes_ready(
     first_seen = recorder.first_versions()
 
     assert sorted(first_seen) == ["darwin-398b-0-0", "darwin-398b-1-0"]
-    # admitted before they existed: created released, each held to the node admission chose
-    for pod in first_seen.values():
-        assert not is_gated(pod) and pod["metadata"]["annotations"]["serving.darwin.ai/admittedAt"]
-        assert held_to(pod), "created without a gate, so held to its node by the creation"
+    assert all(is_gated(p) for p in first_seen.values()), "pods must be created gated"
     pods = endpoint_pods(cluster, namespace, "darwin-398b")
     assert len(pods) == 2
     nodes = set()
@@ -132,14 +114,14 @@ def test_one_pod_per_stage_gets_ranks_leader_address_and_only_the_leader_serves(
     )
     wait_for(endpoint_ready(cluster, namespace, "stages", 1), timeout=90, what="Ready 1/1")
     first_seen = recorder.first_versions()
-    assert all(not is_gated(p) and held_to(p) for p in first_seen.values())
+    assert all(is_gated(p) for p in first_seen.values())
 
     pods = sorted(endpoint_pods(cluster, namespace, "stages"), key=lambda p: label(p, "rank"))
     assert [p["metadata"]["name"] for p in pods] == ["stages-0-0", "stages-0-1", "stages-0-2"]
     assert [label(p, "rank") for p in pods] == ["0", "1", "2"]
     assert [label(p, "role") for p in pods] == ["leader", "worker", "worker"]
     assert all(gpus_of(p) == 2 for p in pods)
-    # the whole group admitted at once
+    # gates were lifted for the whole group at once
     admitted = {p["metadata"]["annotations"]["serving.darwin.ai/admittedAt"] for p in pods}
     assert len(admitted) == 1
     leader = f"stages-0-0.stages-pods.{namespace}.svc"

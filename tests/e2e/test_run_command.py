@@ -12,7 +12,7 @@ from tests.e2e.checks import apply, endpoint_status
 from tests.e2e.in_pod import operator_in_pod
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.test_operator import (
-    test_reference_endpoint_is_admitted_before_its_pods_exist_and_becomes_ready as main_scenario,
+    test_reference_endpoint_is_gated_then_admitted_and_becomes_ready as main_scenario,
 )
 from tests.e2e.waiting import wait_for
 from tests.specs import endpoint_manifest
