@@ -104,7 +104,7 @@ class Admitter:
             for request in batch:
                 request.result.set_exception(error)
             return []
-        nodes = seen.nodes
+        nodes = capacity.Eligibility(seen.nodes)  # worked out once for the batch
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
         room = seen.free_room()  # CPU, memory, ...: shrinks inside admit_in_order
 

@@ -130,31 +130,63 @@ def _has_room(left: Mapping[str, int] | None, need: Iterable[tuple[str, int]]) -
 def _place(
     count: int,
     size: int,
-    pool: Mapping[str, int],
+    names: Sequence[str],
+    free: Mapping[str, int],
     room: Room | None = None,
     need=(),
     prefer: Sequence[str] = (),
 ) -> tuple[str, ...] | None:
-    """Best-fit placement of `count` pods of `size` GPUs (and `need` of room each), or None if
-    they do not all fit. Best fit: the fullest node that takes the pod, so whole nodes stay free;
-    nodes in `prefer` (where the group ran before: warm caches) before any other."""
-    left = dict(pool)
-    room_left = dict(room) if room else {}  # a node's room is copied once a pod is put there
+    """Best-fit placement on the nodes `names` of `count` pods of `size` GPUs (and `need` of
+    room each), or None if they do not all fit. Best fit: the fullest node that takes the pod,
+    so whole nodes stay free; nodes in `prefer` (where the group ran before: warm caches) before
+    any other. A pod takes at least one GPU, so a node counted below zero (overbooked) takes
+    none, as at zero."""
+    preferred = frozenset(prefer)
+    left: dict[str, int] = {}  # free GPUs of the nodes given pods so far
+    room_left: dict[str, Mapping[str, int]] = {}  # the same for room
     chosen: list[str] = []
+    best: str | None = None
     for _ in range(count):
-        candidates = [
-            name
-            for name, free in left.items()
-            if free >= size and _has_room(room_left.get(name), need)
-        ]
-        if not candidates:
-            return None
-        best = min(candidates, key=lambda name: (name not in prefer, left[name], name))
+        # The node just chosen only got fuller, so it stays the best fit while it takes a pod:
+        # the pool is searched again only when it is full.
+        if best is None or left[best] < size or not _has_room(room_left[best], need):
+            best = _best_fit(size, names, free, left, room, room_left, need, preferred)
+            if best is None:
+                return None
+        if best not in left:
+            left[best] = free.get(best, 0)
+            room_left[best] = room.get(best) if room else None
         left[best] -= size
-        if best in room_left:
+        if room_left[best] is not None:
             room_left[best] = _without(room_left[best], need)
         chosen.append(best)
     return tuple(chosen)
+
+
+def _best_fit(
+    size: int,
+    names: Sequence[str],
+    free: Mapping[str, int],
+    left: Mapping[str, int],
+    room: Room | None,
+    room_left: Mapping[str, Mapping[str, int] | None],
+    need,
+    preferred: frozenset[str],
+) -> str | None:
+    """The node that takes a pod with the least to spare: (not preferred, free, name) lowest."""
+    best: str | None = None
+    best_key: tuple[bool, int, str] | None = None
+    for name in names:
+        gpus = left[name] if name in left else free.get(name, 0)
+        if gpus < size:
+            continue
+        key = (name not in preferred, gpus, name)
+        if best_key is not None and key >= best_key:
+            continue
+        node_room = room_left[name] if name in room_left else (room.get(name) if room else None)
+        if _has_room(node_room, need):
+            best, best_key = name, key
+    return best
 
 
 def _without(room: Mapping[str, int], need: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -203,45 +235,69 @@ def _target(demand: GroupDemand) -> str:
     return f"needs {demand.pods} {pods} x {demand.gpus_per_pod} {demand.resource} on {where}"
 
 
+@dataclass(frozen=True)
+class _Eligible:
+    domains: dict[str, tuple[str, ...]]  # topology domain ("" without a key) -> node names
+    excluded: dict[str, int]  # why the other nodes cannot take such a pod -> how many
+
+
+class Eligibility:
+    """Which nodes a kind of group may use at all, GPUs aside. A batch of admissions asks this
+    for group after group of the same placement: it is worked out once per kind."""
+
+    def __init__(self, nodes: Sequence[NodeInfo]) -> None:
+        self.nodes = sorted(nodes, key=lambda n: n.name)
+        self._known: dict[tuple, _Eligible] = {}
+
+    def of(self, demand: GroupDemand) -> _Eligible:
+        kind = (demand.placement, demand.resource, demand.topology_key, demand.only_nodes)
+        if kind not in self._known:
+            self._known[kind] = self._work_out(demand)
+        return self._known[kind]
+
+    def _work_out(self, demand: GroupDemand) -> _Eligible:
+        domains: dict[str, list[str]] = {}
+        excluded: dict[str, int] = {}
+        for node in self.nodes:
+            reason = _exclusion(node, demand.placement, demand.resource)
+            if reason is None and demand.topology_key and demand.topology_key not in node.label_map:
+                reason = f"no {demand.topology_key} label"
+            if (
+                reason is None
+                and demand.only_nodes is not None
+                and node.name not in demand.only_nodes
+            ):
+                reason = "without the weights staged"
+            if reason is not None:
+                excluded[reason] = excluded.get(reason, 0) + 1
+                continue
+            domains.setdefault(node.label_map.get(demand.topology_key, ""), []).append(node.name)
+        return _Eligible({d: tuple(names) for d, names in domains.items()}, excluded)
+
+
 def fit(
     demand: GroupDemand,
-    nodes: Sequence[NodeInfo],
+    nodes: Sequence[NodeInfo] | Eligibility,
     free: Mapping[str, int],
     room: Room | None = None,
 ) -> Fit:
     need = _target(demand)
-    eligible: dict[str, int] = {}
-    domain_of: dict[str, str] = {}
-    excluded: dict[str, int] = {}
-    for node in sorted(nodes, key=lambda n: n.name):
-        reason = _exclusion(node, demand.placement, demand.resource)
-        if reason is None and demand.topology_key and demand.topology_key not in node.label_map:
-            reason = f"no {demand.topology_key} label"
-        if reason is None and demand.only_nodes is not None and node.name not in demand.only_nodes:
-            reason = "without the weights staged"
-        if reason is not None:
-            excluded[reason] = excluded.get(reason, 0) + 1
-            continue
-        eligible[node.name] = max(0, free.get(node.name, 0))
-        domain_of[node.name] = node.label_map.get(demand.topology_key, "")
-    if not eligible:
-        why = ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items()))
-        message = f"{need}; no eligible nodes ({len(nodes)} nodes: {why or 'none'})"
+    nodes = nodes if isinstance(nodes, Eligibility) else Eligibility(nodes)
+    eligible_in = nodes.of(demand)
+    if not eligible_in.domains:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(eligible_in.excluded.items()))
+        message = f"{need}; no eligible nodes ({len(nodes.nodes)} nodes: {why or 'none'})"
         return Fit(False, (), message, NO_ELIGIBLE_NODES)
 
-    for domain in sorted(set(domain_of.values())):
-        pool = {name: f for name, f in eligible.items() if domain_of[name] == domain}
-        placed = _place(demand.pods, demand.gpus_per_pod, pool, room, demand.room, demand.prefer)
+    domains = [names for _, names in sorted(eligible_in.domains.items())]
+    for names in domains:
+        placed = _place(
+            demand.pods, demand.gpus_per_pod, names, free, room, demand.room, demand.prefer
+        )
         if placed is not None:
             return Fit(True, placed, f"{need}; fits on {', '.join(sorted(set(placed)))}")
-    gpus_alone = any(
-        _place(
-            demand.pods,
-            demand.gpus_per_pod,
-            {name: f for name, f in eligible.items() if domain_of[name] == domain},
-        )
-        for domain in set(domain_of.values())
-    )
+    eligible = {name: max(0, free.get(name, 0)) for names in domains for name in names}
+    gpus_alone = any(_place(demand.pods, demand.gpus_per_pod, names, free) for names in domains)
     if room is not None and gpus_alone:
         message = f"{need}; {_short_of(demand, eligible, room)}"
         return Fit(False, (), message, INSUFFICIENT_CAPACITY)
@@ -259,7 +315,7 @@ def fit(
 
 def admit_in_order(
     demands: Sequence[GroupDemand],
-    nodes: Sequence[NodeInfo],
+    nodes: Sequence[NodeInfo] | Eligibility,
     free: Mapping[str, int],
     room: dict[str, dict[str, int]] | None = None,
 ) -> list[Fit]:
@@ -267,6 +323,7 @@ def admit_in_order(
     With `room`, CPU, memory, ephemeral storage and the pod count must fit too; what the
     admitted groups take is taken off it."""
     left = dict(free)
+    nodes = nodes if isinstance(nodes, Eligibility) else Eligibility(nodes)
     results: list[Fit] = []
     blocked: Fit | None = None
     for demand in demands:

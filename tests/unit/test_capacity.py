@@ -312,6 +312,39 @@ def test_fit_is_exact_for_groups_of_equal_pods(free, count, size):
     assert fit(demand(count, size), nodes, free_map).fits == (slots >= count)
 
 
+def best_fit_pod_by_pod(count, size, free, room, need, prefer):
+    """The placement written plainly: each pod on the node that takes it with the least to spare
+    (preferred nodes first, then by name), everything looked at again for every pod."""
+    free, room, chosen = dict(free), {n: dict(r) for n, r in room.items()}, []
+    for _ in range(count):
+        takers = [n for n in free if free[n] >= size and all(room[n][r] >= k for r, k in need)]
+        if not takers:
+            return None
+        best = min(takers, key=lambda n: (n not in prefer, free[n], n))
+        free[best] -= size
+        room[best] = {r: v - dict(need).get(r, 0) for r, v in room[best].items()}
+        chosen.append(best)
+    return tuple(chosen)
+
+
+@given(
+    nodes=st.lists(
+        st.tuples(st.integers(-2, 8), st.integers(0, 6)), min_size=1, max_size=8
+    ),  # per node: free GPUs (below zero: overbooked), free CPUs
+    count=st.integers(1, 6),
+    size=sizes,
+    cpus=st.integers(0, 3),
+    prefer=st.sets(st.integers(0, 7), max_size=3),
+)
+def test_placement_is_a_best_fit_pod_by_pod(nodes, count, size, cpus, prefer):
+    names = [f"n{i}" for i in range(len(nodes))]
+    free = {n: gpus for n, (gpus, _) in zip(names, nodes, strict=True)}
+    room = {n: {"cpu": c} for n, (_, c) in zip(names, nodes, strict=True)}
+    need, preferred = (("cpu", cpus),), tuple(f"n{i}" for i in sorted(prefer))
+    expected = best_fit_pod_by_pod(count, size, free, room, need, preferred)
+    assert capacity._place(count, size, names, free, room, need, preferred) == expected
+
+
 def test_a_group_short_of_memory_is_held_with_a_message_though_its_gpus_are_free():
     roomy = NodeInfo(
         name="n0",
