@@ -138,9 +138,9 @@ class Cluster:
 
     def watch_sync(
         self, path: str, query: Iterable[tuple[str, str]], timeout: float
-    ) -> Iterator[dict[str, Any]]:
-        """The events of a watch, one dict each, until the server ends it (a blocking
-        generator, for view.py's watch threads)."""
+    ) -> Iterator[bytes]:
+        """The events of a watch, one JSON line each, until the server ends it (a blocking
+        generator, for informer.py's watch threads, which parse only what they need)."""
         method, url, headers, _, _ = self.client.param_serialize(
             method="GET",
             resource_path=path,
@@ -162,7 +162,7 @@ class Cluster:
                 )
             for line in raw:
                 if line.strip():
-                    yield json.loads(line)
+                    yield line
         finally:
             raw.release_conn()
 
@@ -307,6 +307,12 @@ class Cluster:
         pods = f"/api/v1/namespaces/{namespace}/pods"
 
         async def send(write: writes.PodWrite) -> dict[str, Any] | None:
+            answer = await ask(write)
+            if answer is not None:  # the view learns of it at once, before the watch's echo
+                self.on_written("Pod", answer)
+            return answer
+
+        async def ask(write: writes.PodWrite) -> dict[str, Any] | None:
             match write:
                 case writes.CreatePod(body=body):
                     return await self.request("POST", pods, body=body, fine=[409], priority=URGENT)
@@ -349,13 +355,10 @@ class Cluster:
         # Every write is answered before the first failure is raised: a caller undoing a
         # write that failed part way (reconciler._undo_creation) must not race the rest.
         answers = await asyncio.gather(*(send(w) for w in pod_writes), return_exceptions=True)
-        done = [a for a in answers if a is not None and not isinstance(a, BaseException)]
-        for obj in done:
-            self.on_written("Pod", obj)
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
-        return len(done)
+        return sum(answer is not None for answer in answers)
 
     async def store_revision(self, obj: Mapping[str, Any]) -> None:
         """Create a ControllerRevision; one that exists already is left as it is (immutable)."""

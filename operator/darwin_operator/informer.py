@@ -5,12 +5,18 @@ The thread lists (in pages), then watches from the list's resourceVersion, picki
 the last watch ended (bookmarks keep that version fresh); when the server says the version is
 too old (410 Gone) it lists again. Each object is turned into its summary here, off the event
 loop, and only the summary crosses over: the bodies are dropped at once.
+
+Most events of the operator's own pods are echoes of its writes, whose responses the sink
+already holds (view.py): an event whose object the sink holds at that version is passed over
+before it is parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,11 +46,37 @@ class Source:
 
 
 class Sink:
-    """Where the summaries go, called on the event loop (view.py)."""
+    """Where the summaries go, called on the event loop (view.py); `holds` is asked from the
+    watch thread."""
 
     def relisted(self, source: Source, summaries: list[Summary], rv: str) -> None: ...
     def changed(self, source: Source, deleted: bool, summary: Summary) -> None: ...
     def forbidden(self, source: Source) -> None: ...
+
+    def holds(self, source: Source, namespace: str, name: str, rv: str) -> bool:
+        """Already has the object at version `rv` or a newer one: the event would change
+        nothing."""
+        return False
+
+
+# The start of an added or modified object's event as the API server writes it: the object's
+# metadata opens with its name, namespace, uid and resourceVersion (a generateName or any other
+# field in between: no match, and the event is parsed as any other).
+_ECHO = re.compile(
+    rb'\{"type":"(?:ADDED|MODIFIED)","object":\{"kind":"[^"]*","apiVersion":"[^"]*",'
+    rb'"metadata":\{"name":"([^"\\]+)","namespace":"([^"\\]+)","uid":"[^"\\]*",'
+    rb'"resourceVersion":"(\d+)"'
+)
+
+
+def peek(line: bytes) -> tuple[str, str, str] | None:
+    """(namespace, name, resourceVersion) of an added or modified object, read off the event's
+    first bytes without parsing it; None when they are not laid out as expected."""
+    match = _ECHO.match(line)
+    if match is None:
+        return None
+    name, namespace, rv = (part.decode() for part in match.groups())
+    return namespace, name, rv
 
 
 class Gone(Exception):
@@ -133,9 +165,14 @@ class Informer:
             ("timeoutSeconds", str(WATCH_SECONDS)),
         ]
         started = time.monotonic()
-        for event in self.cluster.watch_sync(self.source.path, query, WATCH_SECONDS + 30):
+        for line in self.cluster.watch_sync(self.source.path, query, WATCH_SECONDS + 30):
             if self._stop.is_set():
                 break
+            seen = peek(line)
+            if seen is not None and self.sink.holds(self.source, *seen):
+                rv = seen[2]
+                continue
+            event = json.loads(line)
             kind = event.get("type")
             obj = event.get("object") or {}
             if kind == "ERROR":

@@ -62,6 +62,14 @@ class Store(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def holds(self, key: Key, rv: str | None) -> bool:
+        """Holds the object at `rv` or a newer version: putting it as of `rv` changes nothing.
+        (Only reads: safe from another thread, where a stale answer means a put that finds
+        nothing to do.)"""
+        at = version(rv)
+        held = self._items.get(key)
+        return held is not None and at is not None and held[0] is not None and at <= held[0]
+
     def put(self, key: Key, rv: str | None, value: T) -> Change[T] | None:
         """The object as of `rv` (from a watch event or a write's response); None when what is
         held is newer, or the object was deleted after `rv`."""

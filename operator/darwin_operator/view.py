@@ -246,7 +246,7 @@ class WatchedView(Sink):
         namespace = None
         if source.path != _KINDS[source.kind][0]:
             namespace = source.path.split("/namespaces/")[1].split("/")[0]
-        prefix = f"{source.kind}/" if store is self.owned else ""
+        prefix = self._prefix(source.kind)
 
         def within(key: Key) -> bool:
             return (namespace is None or key[0] == namespace) and key[1].startswith(prefix)
@@ -262,6 +262,15 @@ class WatchedView(Sink):
         change = store.remove(key, rv) if deleted or value is None else store.put(key, rv, value)
         if change is not None:
             self._changed(source.kind, change)
+
+    def _prefix(self, kind: str) -> str:
+        """Services and PDBs share a store: their keys' names begin with the kind."""
+        return f"{kind}/" if self._stores[kind] is self.owned else ""
+
+    def holds(self, source: Source, namespace: str, name: str, rv: str) -> bool:
+        """Asked from a watch thread: is this event an echo of what a write of ours returned
+        (or of what the watch showed already)?"""
+        return self._stores[source.kind].holds((namespace, self._prefix(source.kind) + name), rv)
 
     def forbidden(self, source: Source) -> None:
         informer = next(i for i in self.informers if i.source == source)
@@ -290,6 +299,9 @@ class WatchedView(Sink):
         store = self._stores.get(kind)
         if store is None:
             return
+        meta = obj["metadata"]
+        if store.holds(_key(meta, self._prefix(kind)), meta.get("resourceVersion")):
+            return  # the watch showed this version first: nothing to summarize
         key, rv, value = _KINDS[kind][2](dict(obj))
         change = store.remove(key, rv) if value is None else store.put(key, rv, value)
         if change is not None:

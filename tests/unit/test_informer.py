@@ -4,14 +4,21 @@ stops at 403. The API is a stand-in that answers as the API server does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 from darwin_operator.cluster import ApiError
-from darwin_operator.informer import Informer, Sink, Source
+from darwin_operator.informer import Informer, Sink, Source, peek
 
 
 def pod(name: str, rv: str) -> dict:
-    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+    meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv}
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": meta}
+
+
+def line(event: dict) -> bytes:
+    """An event as the API server writes it on a watch: compact JSON, one line."""
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
 def summarize(obj: dict):
@@ -48,14 +55,18 @@ class Api:
             self.done.set()
             threading.Event().wait()  # a watch that stays open
         events = self.watches.pop(0)
-        if isinstance(events, ApiError):
+        if isinstance(events, Exception):
             raise events
-        yield from events
+        yield from map(line, events)
 
 
 class Recorder(Sink):
-    def __init__(self) -> None:
+    def __init__(self, held: tuple = ()) -> None:
         self.calls: list = []
+        self.held = held  # (namespace, name, rv) of what it holds already
+
+    def holds(self, source, namespace, name, rv):
+        return (namespace, name, rv) in self.held
 
     def relisted(self, source, summaries, rv):
         self.calls.append(("relisted", [s[2] for s in summaries], rv))
@@ -67,9 +78,9 @@ class Recorder(Sink):
         self.calls.append(("forbidden",))
 
 
-def run(api: Api) -> list:
+def run(api: Api, held: tuple = ()) -> list:
     async def scenario():
-        sink = Recorder()
+        sink = Recorder(held)
         informer = Informer(api, Source("Pod", "/api/v1/pods", summarize), sink, loop)
         informer.start()
         while not api.done.is_set() and ("forbidden",) not in sink.calls:
@@ -124,3 +135,40 @@ def test_a_lost_connection_watches_again_from_where_it_was_without_a_list():
 def test_a_forbidden_list_is_reported_and_the_thread_ends():
     api = Api(lists=["forbidden"], watches=[])
     assert run(api) == [("forbidden",)]
+
+
+def test_an_echo_of_what_the_sink_holds_is_passed_over_but_its_version_is_kept():
+    api = Api(
+        lists=[[[pod("a", "1")]]],
+        watches=[
+            [
+                {"type": "ADDED", "object": pod("b", "101")},  # held: the response to our POST
+                {"type": "MODIFIED", "object": pod("b", "102")},  # newer than what is held
+                {"type": "MODIFIED", "object": pod("a", "103")},  # held
+            ],
+            ConnectionError("reset"),
+        ],
+    )
+    calls = run(api, held=(("ns", "b", "101"), ("ns", "a", "103")))
+    assert calls == [("relisted", ["a"], "100"), ("changed", "b")]
+    watches = [q for kind, q in api.queries if kind == "watch"]
+    assert [w["resourceVersion"] for w in watches] == ["100", "103", "103"]
+
+
+def test_peek_reads_the_start_of_an_event_as_kube_apiserver_writes_it():
+    # the first bytes of a watch event sent by kube-apiserver v1.34.4
+    added = (
+        b'{"type":"ADDED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p",'
+        b'"namespace":"cap","uid":"e6c1be87-3d9b-4c8c-b3db-dd31c7bef9c9","resourceVersion":"252",'
+        b'"generation":1,"creationTimestamp":"2026-11-30T12:48:57Z","labels":{"a":"b"}}}}'
+    )
+    assert peek(added) == ("cap", "p", "252")
+    assert peek(added.replace(b"ADDED", b"MODIFIED", 1)) == ("cap", "p", "252")
+    # a deletion is never an echo; a name from generateName or a node: parsed as any event
+    assert peek(added.replace(b"ADDED", b"DELETED", 1)) is None
+    assert peek(added.replace(b'"name":"p",', b'"name":"p-x1","generateName":"p-",')) is None
+    assert peek(added.replace(b'"namespace":"cap",', b"")) is None
+    assert (
+        peek(b'{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"9"}}}')
+        is None
+    )

@@ -80,3 +80,14 @@ def test_versions_that_are_not_numbers_count_as_newest():
     s.put(KEY, "10", "a")
     assert s.put(KEY, "not-a-number", "b") is not None
     assert s.get(KEY) == "b"
+
+
+def test_holds_says_whether_a_put_at_that_version_would_change_nothing():
+    store = Store(lambda: 0.0)
+    assert not store.holds(("ns", "a"), "5")
+    store.put(("ns", "a"), "5", "x")
+    assert store.holds(("ns", "a"), "5") and store.holds(("ns", "a"), "4")
+    assert not store.holds(("ns", "a"), "6")
+    assert not store.holds(("ns", "a"), "not-a-number")  # cannot tell: taken as newer
+    store.remove(("ns", "a"), "7")
+    assert not store.holds(("ns", "a"), "5")

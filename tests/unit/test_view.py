@@ -70,6 +70,19 @@ def test_a_pod_the_operator_created_is_seen_before_the_watch_shows_it():
     assert triggered == [(REF.namespace, REF.name)]
 
 
+def test_the_watch_passes_over_the_echo_of_a_pod_the_operator_created():
+    view, _ = synced_view()
+    name = f"{REF.name}-0-0"
+    assert not view.holds(PODS, REF.namespace, name, "10")
+    view.written("Pod", pod_object(0, "10"))
+    assert view.holds(PODS, REF.namespace, name, "10")  # the echo: nothing to parse
+    assert view.holds(PODS, REF.namespace, name, "9")
+    assert not view.holds(PODS, REF.namespace, name, "11")  # changed since: parsed
+    assert not view.holds(PODS, "elsewhere", name, "10")
+    owned = Source("Service", "/api/v1/services", summarize_pod)
+    assert not view.holds(owned, REF.namespace, name, "10")  # another kind, another store
+
+
 def test_a_lifted_gate_counts_against_capacity_at_once_and_a_late_event_cannot_undo_it():
     view, _ = synced_view()
     gated = pod_object(0, "10")
