@@ -56,6 +56,7 @@ class Admitter:
         # admitted groups whose gates are being lifted, by (request, group index): their
         # resource, demand and chosen nodes
         self._in_flight: dict[tuple[int, int], tuple[str, GroupDemand, tuple[str, ...]]] = {}
+        self._eligibility = capacity.Eligibility([])  # kept while the nodes stay the same
 
     async def admit(
         self,
@@ -104,7 +105,9 @@ class Admitter:
             for request in batch:
                 request.result.set_exception(error)
             return []
-        nodes = capacity.Eligibility(seen.nodes)  # worked out once for the batch
+        if self._eligibility.given != seen.nodes:  # a node changed, came or went
+            self._eligibility = capacity.Eligibility(seen.nodes)
+        nodes = self._eligibility
         free: dict[str, dict[str, int]] = {}  # per GPU resource, shrinking as groups are placed
         room = seen.free_room()  # CPU, memory, ...: shrinks inside admit_in_order
 

@@ -242,10 +242,12 @@ class _Eligible:
 
 
 class Eligibility:
-    """Which nodes a kind of group may use at all, GPUs aside. A batch of admissions asks this
-    for group after group of the same placement: it is worked out once per kind."""
+    """Which nodes a kind of group may use at all, GPUs aside. Admission asks this for group
+    after group of the same placement: it is worked out once per kind, for as long as the
+    nodes stay the same."""
 
     def __init__(self, nodes: Sequence[NodeInfo]) -> None:
+        self.given = list(nodes)
         self.nodes = sorted(nodes, key=lambda n: n.name)
         self._known: dict[tuple, _Eligible] = {}
 

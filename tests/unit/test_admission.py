@@ -202,3 +202,18 @@ def test_a_release_outlives_the_cancelled_caller_that_ran_its_batch_and_answers_
     assert [f.fits for f in answers] == [True, False]
     assert answers[1].message == "could not be created"
     assert in_flight == {}  # and their places were given up only after
+
+
+def test_a_node_cordoned_between_batches_is_not_used_by_the_next():
+    async def scenario():
+        cluster = FakeCluster(nodes=2)
+        admitter = Admitter(cluster, clock=lambda: 0.0)
+        first = await admitter.admit(EndpointRef("a", "ns", "a"), GPU, admissions("a", 1))
+        for n in cluster.nodes:
+            n["spec"] = {"unschedulable": True}
+        second = await admitter.admit(EndpointRef("b", "ns", "b"), GPU, admissions("b", 1))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first[0].fits
+    assert not second[0].fits and "2 cordoned" in second[0].message
