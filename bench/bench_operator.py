@@ -256,7 +256,7 @@ def main() -> int:
     add_cluster_arguments(parser, nodes=64)
     parser.add_argument("--counts", default="1,10,50")
     parser.add_argument(
-        "--trials", type=int, default=5, help="alternating pod creation trials, operator and plain"
+        "--trials", type=int, default=9, help="alternating pod creation trials, operator and plain"
     )
     parser.add_argument(
         "--ready-timeout",
