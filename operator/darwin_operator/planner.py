@@ -324,6 +324,11 @@ class _Planner:
         self.leaving: dict[int, int] = {}  # index -> newest incarnation on its way out
         for old in observed.leaving:
             self.leaving[old.index] = max(old.incarnation, self.leaving.get(old.index, 0))
+        groups = (*observed.groups, *observed.leaving)  # every index a view can have
+        self.whole = {
+            i: self.whole_incarnation(i)
+            for i in {*range(spec.replicas)} | {g.index for g in groups}
+        }
         self._new_demand: GroupDemand | None = None
         self.actions: list[Action] = []
         self.admissions: list[Admission] = []
@@ -347,20 +352,17 @@ class _Planner:
         return Plan(
             actions=tuple(self.actions),
             admissions=tuple(self.admissions),
-            groups=tuple(
-                sorted(
-                    (
-                        replace(v, whole_incarnation=self.whole_incarnation(v.index))
-                        for v in self.views
-                    ),
-                    key=lambda v: v.index,
-                )
-            ),
+            groups=self.reported_views(),
             rollout=decision,
             requeue_after=min(future) if future else None,
             blocked_reason=self.blocked_reason(),
             health=self.history,
         )
+
+    def reported_views(self) -> tuple[GroupView, ...]:
+        """The groups' views in index order, with what was seen whole (for the status)."""
+        views = sorted(self.views, key=lambda v: v.index)
+        return tuple(replace(v, whole_incarnation=self.whole.get(v.index)) for v in views)
 
     def whole_incarnation(self, index: int) -> int | None:
         """The newest incarnation at `index` seen with every pod: now, or as the status
@@ -400,7 +402,7 @@ class _Planner:
             finding, watch = health.diagnose(
                 g,
                 pods_per_group=self.shape.pods_per_group,
-                seen_whole=self.whole_incarnation(index) == g.incarnation,
+                seen_whole=self.whole.get(index) == g.incarnation,
                 nodes=self.nodes,
                 startup_timeout=self.spec.health.startup_timeout_seconds,
                 leader_unready_grace=self.spec.health.leader_unready_seconds,
@@ -612,13 +614,12 @@ class _Planner:
             # already released cannot wait behind a gate for the rest: deleted and created
             # anew, no recreation.
             if g.revision != self.revision or (self.gang and released):
-                reason = DeleteReason.INCOMPLETE
                 return _state(
                     Standing.INCOMPLETE,
                     g,
                     GroupPhase.TERMINATING,
-                    f"recreating: {reason.value}",
-                    course=(_delete(g, reason, _names(g)),),
+                    f"recreating: {DeleteReason.INCOMPLETE.value}",
+                    course=(_delete(g, DeleteReason.INCOMPLETE, _names(g)),),
                 )
             return _state(
                 Standing.INCOMPLETE,
